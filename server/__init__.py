@@ -1,0 +1,1 @@
+"""Kuda's FastAPI application: settings, REST, auth, CLI and the embedded database."""

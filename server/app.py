@@ -1,0 +1,73 @@
+"""The application factory. The lifespan owns every resource: engine, Redis, services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from server import health
+from server.auth.passwords import Passwords
+from server.auth.router import router as auth_router
+from server.auth.service import AuthService
+from server.auth.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
+from server.auth.tokens import TokenCodec
+from server.config import Settings
+from server.db import create_engine, create_sessionmaker
+from server.errors import install_error_handlers
+from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.ratelimit import Counter, MemoryCounter, RedisCounter
+from server.users.router import router as users_router
+
+log = logging.getLogger("kuda")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. With no argument, settings come from the environment (uvicorn --factory)."""
+    settings = settings or Settings()
+    settings.signing_key()  # refuse to build without a usable key
+    app = FastAPI(
+        title="Kuda",
+        version="1",
+        summary="Realtime carpooling backend",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    app.include_router(auth_router)
+    app.include_router(users_router)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_engine(settings)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.redis = redis
+    app.state.auth = _auth_service(settings, redis)
+    try:
+        yield
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await engine.dispose()
+
+
+def _auth_service(settings: Settings, redis: Redis | None) -> AuthService:
+    counter: Counter
+    tickets: TicketStore
+    if redis is not None:
+        counter = RedisCounter(redis, settings.redis_prefix)
+        tickets = RedisTicketStore(redis, settings.redis_prefix)
+    else:
+        counter, tickets = MemoryCounter(), MemoryTicketStore()
+    return AuthService(settings, TokenCodec(settings), Passwords(settings), counter, tickets)

@@ -1,0 +1,1 @@
+"""Accounts and authentication: passwords, JWTs, refresh rotation, WebSocket tickets."""

@@ -1,0 +1,99 @@
+"""JWT issue and verification. Accepted algorithms are pinned by settings; `typ` is enforced."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from jose import jwt
+from jose.exceptions import JOSEError
+
+from server.config import Settings
+
+TokenType = Literal["access", "refresh"]
+
+
+class InvalidToken(Exception):
+    """Signature, algorithm, expiry, type or shape is wrong. The message is safe to show."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    jti: uuid.UUID
+    typ: TokenType
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    claims: TokenClaims
+
+
+class TokenCodec:
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.signing_key()
+        self._algorithms = list(settings.jwt_algorithms)
+        self._ttl: dict[TokenType, int] = {
+            "access": settings.access_token_ttl_s,
+            "refresh": settings.refresh_token_ttl_s,
+        }
+
+    def issue(self, user_id: int, typ: TokenType, jti: uuid.UUID | None = None) -> IssuedToken:
+        now = datetime.now(UTC).replace(microsecond=0)
+        claims = TokenClaims(
+            user_id=user_id,
+            jti=jti or uuid.uuid4(),
+            typ=typ,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=self._ttl[typ]),
+        )
+        payload = {
+            "sub": str(user_id),
+            "iat": int(claims.issued_at.timestamp()),
+            "exp": int(claims.expires_at.timestamp()),
+            "jti": str(claims.jti),
+            "typ": typ,
+        }
+        token = jwt.encode(payload, self._key, algorithm=self._algorithms[0])
+        return IssuedToken(token, claims)
+
+    def decode(self, token: str, typ: TokenType) -> TokenClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") not in self._algorithms:
+                raise InvalidToken("Token algorithm not accepted")
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                options={"require_exp": True, "require_iat": True, "require_sub": True},
+            )
+        except InvalidToken:
+            raise
+        except JOSEError as exc:
+            raise InvalidToken(_reason(exc)) from exc
+        return _claims(payload, typ)
+
+
+def _reason(exc: JOSEError) -> str:
+    return "Token expired" if "expired" in str(exc).lower() else "Invalid token"
+
+
+def _claims(payload: dict[str, Any], typ: TokenType) -> TokenClaims:
+    if payload.get("typ") != typ:
+        raise InvalidToken(f"Expected a {typ} token")
+    try:
+        return TokenClaims(
+            user_id=int(payload["sub"]),
+            jti=uuid.UUID(str(payload["jti"])),
+            typ=typ,
+            issued_at=datetime.fromtimestamp(int(payload["iat"]), UTC),
+            expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidToken("Invalid token claims") from exc

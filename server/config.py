@@ -1,0 +1,119 @@
+"""The only place settings are read. Every factory takes a `Settings` argument."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+_PLACEHOLDER_SECRETS = {"changeme", "changethis", "secret", "please-change-me"}
+
+
+class ConfigError(RuntimeError):
+    """Settings that cannot run: the message says what to change."""
+
+
+class TaxiService(BaseModel):
+    name: str
+    phone: str
+    url: str
+
+
+class Settings(BaseSettings):
+    """Kuda's configuration, from environment variables (and `.env`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset = embedded PostgreSQL in DATA_DIR"
+    )
+    redis_url: str | None = Field(default=None, description="Redis URL; unset = in-process broker")
+    redis_prefix: str = "kuda:"
+    jwt_secret: SecretStr | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    access_token_ttl_s: int = Field(default=900, ge=10)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    ws_ticket_ttl_s: int = Field(default=30, ge=1, le=60)
+    allowed_origins: Annotated[list[str], NoDecode] = []
+    data_dir: Path = Path(".kuda")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = 1024 * 1024
+    login_failures_per_email: int = 10
+    login_failure_window_s: int = 15 * 60
+    auth_requests_per_ip: int = 300
+    auth_ip_window_s: int = 60
+    password_hash_time_cost: int = Field(default=2, ge=1)
+    password_hash_memory_kib: int = Field(default=19456, ge=1024)
+    taxi_services: list[TaxiService] = []
+    require_verified_drivers: bool = False
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+
+    @field_validator("jwt_algorithms", "allowed_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _no_none_alg(cls, value: list[str]) -> list[str]:
+        if not value or any(alg.lower() == "none" for alg in value):
+            raise ValueError("JWT_ALGORITHMS must name real algorithms (never 'none')")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @cached_property
+    def async_database_url(self) -> str:
+        """The SQLAlchemy URL with the asyncpg driver, whatever scheme was given."""
+        if self.database_url is None:
+            raise ConfigError("DATABASE_URL is not set (embedded database not started)")
+        return to_asyncpg_url(self.database_url)
+
+    def signing_key(self) -> str:
+        """The JWT key; refuses to run with a missing, placeholder or short secret."""
+        if self.jwt_secret is None:
+            raise ConfigError(
+                "JWT_SECRET is not set. With an external DATABASE_URL Kuda will not invent "
+                "a signing key (tokens would break across instances and restarts): set "
+                f"JWT_SECRET to at least {MIN_SECRET_BYTES} random characters, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
+            )
+        value = self.jwt_secret.get_secret_value()
+        if value.lower() in _PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"JWT_SECRET is a placeholder or shorter than {MIN_SECRET_BYTES} characters"
+            )
+        return value
+
+
+def to_asyncpg_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://")
+
+
+def embedded_jwt_secret(data_dir: Path) -> str:
+    """The embedded mode's signing key: generated once, kept in DATA_DIR (mode 0600)."""
+    path = data_dir / "jwt_secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value

@@ -1,0 +1,42 @@
+"""Engine and session factory. Sessions are short: one per request or per socket command."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from starlette.requests import HTTPConnection
+
+from server.config import Settings
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        settings.async_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"application_name": "kuda"}},
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def session_dependency(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    """A request's session. Services commit; whatever is left uncommitted is rolled back."""
+    maker: async_sessionmaker[AsyncSession] = conn.app.state.sessionmaker
+    async with maker() as session:
+        yield session

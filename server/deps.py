@@ -1,0 +1,63 @@
+"""`Annotated` dependency aliases used by every route."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import User
+from server.auth.service import AuthService
+from server.auth.tokens import InvalidToken, TokenClaims
+from server.config import Settings
+from server.db import session_dependency
+from server.errors import Unauthorized
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/token")
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _auth(request: Request) -> AuthService:
+    auth: AuthService = request.app.state.auth
+    return auth
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionDep = Annotated[AsyncSession, Depends(session_dependency)]
+AuthDep = Annotated[AuthService, Depends(_auth)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _token(credentials: Credentials) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Missing bearer token")
+    return credentials.credentials
+
+
+async def _claims(auth: AuthDep, token: Annotated[str, Depends(_token)]) -> TokenClaims:
+    try:
+        return auth.codec.decode(token, "access")
+    except InvalidToken as exc:
+        raise Unauthorized(str(exc)) from exc
+
+
+async def _current_user(
+    auth: AuthDep, session: SessionDep, token: Annotated[str, Depends(_token)]
+) -> User:
+    return await auth.user_for_access_token(session, token)
+
+
+async def _client_ip_limit(request: Request, auth: AuthDep) -> None:
+    ip = request.client.host if request.client else "unknown"
+    await auth.check_ip(ip)
+
+
+AccessClaims = Annotated[TokenClaims, Depends(_claims)]
+CurrentUser = Annotated[User, Depends(_current_user)]
+AuthRateLimit = Depends(_client_ip_limit)

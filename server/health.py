@@ -1,0 +1,55 @@
+"""Liveness and readiness. Readiness names each dependency."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from server.db import ping
+
+router = APIRouter(tags=["operations"])
+CHECK_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the database answers (503 otherwise); the broker may be `degraded` meanwhile."""
+    state = request.app.state
+    database = await _check_database(state)
+    broker = await _check_broker(state)
+    ready = database["status"] == "ok"
+    body: dict[str, Any] = {
+        "status": ("ok" if broker["status"] == "ok" else "degraded") if ready else "unavailable",
+        "dependencies": {"database": database, "broker": broker},
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _check_database(state: Any) -> dict[str, str]:
+    try:
+        await asyncio.wait_for(ping(state.engine), CHECK_TIMEOUT_S)
+    except (TimeoutError, SQLAlchemyError, OSError) as exc:
+        return {"status": "unavailable", "error": type(exc).__name__}
+    return {"status": "ok"}
+
+
+async def _check_broker(state: Any) -> dict[str, str]:
+    redis = state.redis
+    if redis is None:
+        return {"status": "ok", "kind": "memory"}
+    try:
+        await asyncio.wait_for(redis.ping(), CHECK_TIMEOUT_S)
+    except (TimeoutError, RedisError, OSError) as exc:
+        return {"status": "degraded", "kind": "redis", "error": type(exc).__name__}
+    return {"status": "ok", "kind": "redis"}

@@ -1,0 +1,1 @@
+"""User profiles: the private `me` view and the public profile."""

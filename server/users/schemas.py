@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.auth.schemas import PHONE_PATTERN
+
+
+class PublicUser(BaseModel):
+    """What anyone signed in may see: never email, phone or password data."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    display_name: str
+    bio: str | None
+    is_verified: bool
+    rating_avg: float | None
+    rating_count: int
+
+
+class Me(PublicUser):
+    email: str
+    phone: str | None
+    is_admin: bool
+    created_at: datetime
+
+
+class MePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=80)
+    phone: str | None = Field(default=None, pattern=PHONE_PATTERN)
+    bio: str | None = Field(default=None, max_length=1000)

@@ -1,0 +1,125 @@
+"""Fixtures: one migrated database per test run, tables emptied after each test, per-test Redis
+prefixes, and an app served in-process through its real lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from server import migrate
+from server.app import create_app
+from server.config import Settings
+from tests import services
+
+JWT_SECRET = "test-secret-" + "k" * 40
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    try:
+        name, url = await services.create_database()
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.exit(
+            f"PostgreSQL is not reachable at TEST_DATABASE_URL={services.ADMIN_URL}: {exc}. "
+            "Start it (see README) or run .ci/run.",
+            returncode=3,
+        )
+    await asyncio.to_thread(migrate.upgrade, url)
+    yield url
+    await services.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+async def db_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def db(database_url: str, db_conn: asyncpg.Connection) -> AsyncIterator[str]:
+    """The migrated test database; every table is emptied after the test (works across
+    processes, unlike an outer transaction with savepoints)."""
+    yield database_url
+    tables = await db_conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+        "AND tablename <> 'alembic_version'"
+    )
+    if tables:
+        names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+        await db_conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(scope="session")
+async def redis_available() -> bool:
+    client = Redis.from_url(services.REDIS_URL)
+    try:
+        await client.ping()
+    except OSError:
+        return False
+    finally:
+        await client.aclose()
+    return True
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"kuda-test-{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+async def redis(redis_available: bool, redis_prefix: str) -> AsyncIterator[Redis]:
+    if not redis_available:
+        pytest.fail(f"Redis is not reachable at TEST_REDIS_URL={services.REDIS_URL}")
+    client = Redis.from_url(services.REDIS_URL)
+    yield client
+    keys = [k async for k in client.scan_iter(match=redis_prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": None,
+        "jwt_secret": JWT_SECRET,
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 1024,
+        "data_dir": "/nonexistent-kuda-test",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings_factory(db: str) -> Callable[..., Settings]:
+    return lambda **overrides: make_settings(**{"database_url": db, **overrides})
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://kuda.test") as c:
+        yield c

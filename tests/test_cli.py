@@ -1,0 +1,116 @@
+"""`kuda` as users run it: refusals with clear messages, migrate, and the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests import services
+from tests.conftest import JWT_SECRET
+from tests.helpers import PASSWORD
+from tests.procs import Server, kuda_env, run_kuda
+
+
+def test_external_database_without_jwt_secret_refuses_to_start(database_url: str) -> None:
+    r = run_kuda("serve", env=kuda_env(DATABASE_URL=database_url), timeout=30)
+    assert r.returncode != 0
+    assert "JWT_SECRET is not set" in r.stderr
+
+
+def test_placeholder_jwt_secret_refused(database_url: str) -> None:
+    r = run_kuda("serve", env=kuda_env(DATABASE_URL=database_url, JWT_SECRET="changeme"))
+    assert r.returncode != 0 and "placeholder" in r.stderr
+
+
+def test_workers_without_redis_refused(database_url: str) -> None:
+    env = kuda_env(DATABASE_URL=database_url, JWT_SECRET=JWT_SECRET)
+    r = run_kuda("serve", "--workers", "2", env=env)
+    assert r.returncode != 0
+    assert "--workers > 1 needs REDIS_URL" in r.stderr
+
+
+def test_invalid_setting_is_reported(tmp_path: Path) -> None:
+    r = run_kuda("serve", env=kuda_env(DATA_DIR=str(tmp_path), ACCESS_TOKEN_TTL_S="soon"))
+    assert r.returncode != 0 and "access_token_ttl_s" in r.stderr
+
+
+async def test_migrate_is_idempotent_and_downgrade_base_works() -> None:
+    name, url = await services.create_database("kuda_migrate")
+    try:
+        for _ in range(2):
+            r = await asyncio.to_thread(run_kuda, "migrate", env=kuda_env(DATABASE_URL=url))
+            assert r.returncode == 0, r.stderr
+        tables = await _tables(url)
+        assert {"users", "refresh_tokens", "alembic_version"} <= tables
+        from server import migrate
+
+        await asyncio.to_thread(migrate.downgrade, url, "base")
+        assert await _tables(url) == {"alembic_version"}
+        await asyncio.to_thread(migrate.upgrade, url)
+        assert "users" in await _tables(url)
+    finally:
+        await services.drop_database(name)
+
+
+async def _tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await conn.close()
+    return {r["tablename"] for r in rows}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """DATA_DIR for an embedded server; never leaves a PostgreSQL behind, even on failure."""
+    path = tmp_path / "data"
+    yield path
+    pid_file = path / "pg" / "postmaster.pid"
+    if pid_file.exists():
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+
+
+@pytest.mark.slow
+def test_embedded_default_serves_persists_and_stops_cleanly(tmp_path: Path, data_dir: Path) -> None:
+    env = kuda_env(DATA_DIR=str(data_dir))
+    first = Server(env, tmp_path / "first.log")
+    try:
+        first.wait_ready()
+        assert "API docs at http://127.0.0.1:" in first.log()
+        assert httpx.get(first.base_url + "/docs").status_code == 200
+        body = {"email": "embedded@example.com", "password": PASSWORD, "display_name": "E"}
+        assert httpx.post(first.base_url + "/api/v1/auth/register", json=body).status_code == 201
+        token = _login(first.base_url)
+    finally:
+        assert first.stop(signal.SIGTERM) == 0, first.log()
+    assert not (data_dir / "pg" / "postmaster.pid").exists(), "PostgreSQL left running"
+    assert (data_dir / "jwt_secret").stat().st_mode & 0o077 == 0
+
+    second = Server(env, tmp_path / "second.log")
+    try:
+        second.wait_ready()
+        me = httpx.get(
+            second.base_url + "/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert me.status_code == 200, "data or signing key not reused"
+        assert me.json()["email"] == "embedded@example.com"
+    finally:
+        assert second.stop(signal.SIGINT) == 0, second.log()
+    assert not (data_dir / "pg" / "postmaster.pid").exists()
+
+
+def _login(base_url: str) -> str:
+    r = httpx.post(
+        base_url + "/api/v1/auth/token",
+        data={"username": "embedded@example.com", "password": PASSWORD},
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
