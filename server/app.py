@@ -6,20 +6,23 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from redis.asyncio import Redis
 
+from channels import Realtime
 from server import health
 from server.auth.passwords import Passwords
 from server.auth.router import router as auth_router
 from server.auth.service import AuthService
 from server.auth.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from server.auth.tokens import TokenCodec
+from server.channels_api import router as channels_router
 from server.config import Settings
 from server.db import create_engine, create_sessionmaker
 from server.errors import install_error_handlers
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.ratelimit import Counter, MemoryCounter, RedisCounter
+from server.realtime import create_realtime
 from server.users.router import router as users_router
 
 log = logging.getLogger("kuda")
@@ -42,7 +45,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    app.include_router(channels_router)
+    app.router.add_websocket_route("/ws", _websocket)
     return app
+
+
+async def _websocket(websocket: WebSocket) -> None:
+    """`/ws`: the realtime gateway (PROTOCOL.md sections 2-5)."""
+    realtime: Realtime = websocket.app.state.realtime
+    await realtime.gateway.endpoint(websocket)
 
 
 @asynccontextmanager
@@ -53,10 +64,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.redis = redis
-    app.state.auth = _auth_service(settings, redis)
+    app.state.auth = auth = _auth_service(settings, redis)
+    app.state.realtime = realtime = create_realtime(settings, auth, app.state.sessionmaker)
+    await realtime.start()
     try:
         yield
     finally:
+        await realtime.stop()
         if redis is not None:
             await redis.aclose()
         await engine.dispose()

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     auth_ip_window_s: int = 60
     password_hash_time_cost: int = Field(default=2, ge=1)
     password_hash_memory_kib: int = Field(default=19456, ge=1024)
+    heartbeat_s: int = Field(default=25, ge=1, le=300)
+    ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    ws_max_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)
+    ws_ops_per_s: float = Field(default=20.0, gt=0)
+    ws_ops_burst: int = Field(default=40, ge=1)
+    event_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
+    relay_interval_s: float = Field(default=1.0, gt=0)
+    resync_interval_s: float = Field(default=5.0, gt=0)
     taxi_services: list[TaxiService] = []
     require_verified_drivers: bool = False
     db_pool_size: int = Field(default=10, ge=1)

@@ -45,11 +45,13 @@ async def _check_database(state: Any) -> dict[str, str]:
 
 
 async def _check_broker(state: Any) -> dict[str, str]:
-    redis = state.redis
-    if redis is None:
+    broker = state.realtime.broker
+    if broker.kind == "memory":
         return {"status": "ok", "kind": "memory"}
+    if not broker.healthy:
+        return {"status": "degraded", "kind": broker.kind, "error": "disconnected"}
     try:
-        await asyncio.wait_for(redis.ping(), CHECK_TIMEOUT_S)
+        await asyncio.wait_for(broker.ping(), CHECK_TIMEOUT_S)
     except (TimeoutError, RedisError, OSError) as exc:
-        return {"status": "degraded", "kind": "redis", "error": type(exc).__name__}
-    return {"status": "ok", "kind": "redis"}
+        return {"status": "degraded", "kind": broker.kind, "error": type(exc).__name__}
+    return {"status": "ok", "kind": broker.kind}

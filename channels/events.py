@@ -1,0 +1,178 @@
+"""The event log: append durable events inside the caller's transaction; replay since a seq.
+
+Guarantees:
+- `append` writes the event in the caller's transaction. A change that commits has its event;
+  an event never describes a change that rolled back (savepoints included).
+- `seq` is per channel, starts at 1, has no gaps, and follows commit order: appending locks the
+  channel's counter row until the transaction ends, so writers of one channel serialize.
+- After commit the events are handed to the publisher (see `outbox.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import String
+
+from channels.outbox import track
+from channels.types import Event, JSONObject
+
+MAX_REPLAY = 1000
+
+_APPEND = text(
+    """
+    WITH s AS (
+        INSERT INTO channel_seqs AS c (channel, seq) VALUES (:channel, 1)
+        ON CONFLICT (channel) DO UPDATE SET seq = c.seq + 1
+        RETURNING seq, acl_version
+    )
+    INSERT INTO events (channel, seq, event, data, acl_version)
+    SELECT :channel, s.seq, :event, :data, s.acl_version FROM s
+    RETURNING id, seq, acl_version, created_at
+    """
+).bindparams(bindparam("data", type_=JSONB))
+
+_REVOKE = text(
+    """
+    WITH s AS (
+        INSERT INTO channel_seqs AS c (channel, acl_version) VALUES (:channel, 1)
+        ON CONFLICT (channel) DO UPDATE SET acl_version = c.acl_version + 1
+        RETURNING acl_version
+    )
+    INSERT INTO channel_revocations (channel, acl_version, user_id)
+    SELECT :channel, s.acl_version, :user_id FROM s
+    RETURNING acl_version
+    """
+)
+
+_STATE = text("SELECT seq, trimmed_seq, acl_version FROM channel_seqs WHERE channel = :channel")
+
+_STATES = text(
+    "SELECT channel, seq, acl_version FROM channel_seqs WHERE channel = ANY(:channels)"
+).bindparams(bindparam("channels", type_=ARRAY(String)))
+
+_REPLAY = text(
+    """
+    SELECT seq, event, data, acl_version, created_at FROM events
+    WHERE channel = :channel AND seq > :since AND seq <= :until
+    ORDER BY seq LIMIT :limit
+    """
+)
+
+_REVOCATIONS = text(
+    """
+    SELECT acl_version, user_id FROM channel_revocations
+    WHERE channel = :channel AND acl_version > :after ORDER BY acl_version
+    """
+)
+
+_REVOKED_SINCE = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM channel_revocations
+    WHERE channel = :channel AND acl_version > :after AND user_id = :user_id)
+    """
+)
+
+_TRIM = text(
+    """
+    WITH d AS (
+        DELETE FROM events WHERE id IN (
+            SELECT id FROM events WHERE created_at < now() - make_interval(secs => :keep_s)
+            ORDER BY id LIMIT :batch
+        ) RETURNING channel, seq
+    ), m AS (SELECT channel, max(seq) AS max_seq, count(*) AS n FROM d GROUP BY channel),
+    u AS (
+        UPDATE channel_seqs c SET trimmed_seq = GREATEST(c.trimmed_seq, m.max_seq)
+        FROM m WHERE c.channel = m.channel
+    )
+    SELECT COALESCE(sum(n), 0) FROM m
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    head: int
+    trimmed: int
+    acl: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    event: Event
+    acl: int
+
+
+async def append(session: AsyncSession, channel: str, event: str, data: JSONObject) -> Event:
+    """Write a durable event in the session's transaction; published after commit."""
+    params = {"channel": channel, "event": event, "data": dict(data)}
+    row = (await session.execute(_APPEND, params)).one()
+    stored = Event(channel=channel, event=event, data=data, at=row.created_at, seq=row.seq)
+    track(session, row.id, stored, row.acl_version)
+    return stored
+
+
+async def revoke(session: AsyncSession, channel: str, user_id: int) -> int:
+    """Record, in the session's transaction, that `user_id` may no longer read `channel`.
+
+    Every instance drops that user's subscriptions to the channel before delivering any event
+    committed after this transaction (the revocation bumps the channel's `acl_version`, which
+    each later event carries)."""
+    acl = int(
+        (await session.execute(_REVOKE, {"channel": channel, "user_id": user_id})).scalar_one()
+    )
+    track(session, None, None, acl, channel=channel)
+    return acl
+
+
+async def state(session: AsyncSession, channel: str) -> ChannelState:
+    row = (await session.execute(_STATE, {"channel": channel})).one_or_none()
+    if row is None:
+        return ChannelState(0, 0, 0)
+    return ChannelState(int(row.seq), int(row.trimmed_seq), int(row.acl_version))
+
+
+async def states(session: AsyncSession, channels: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(head, acl_version) of each channel that has one."""
+    rows = await session.execute(_STATES, {"channels": list(channels)})
+    return {r.channel: (int(r.seq), int(r.acl_version)) for r in rows}
+
+
+async def replay(
+    session: AsyncSession, channel: str, since: int, until: int, limit: int = MAX_REPLAY
+) -> list[StoredEvent]:
+    """Events with since < seq <= until, in seq order, at most `limit`."""
+    params: dict[str, Any] = {"channel": channel, "since": since, "until": until, "limit": limit}
+    rows = await session.execute(_REPLAY, params)
+    return [
+        StoredEvent(Event(channel, r.event, r.data, r.created_at, int(r.seq)), int(r.acl_version))
+        for r in rows
+    ]
+
+
+async def revocations(session: AsyncSession, channel: str, after: int) -> list[tuple[int, int]]:
+    """(acl_version, user_id) of revocations newer than `after`."""
+    rows = await session.execute(_REVOCATIONS, {"channel": channel, "after": after})
+    return [(int(r.acl_version), int(r.user_id)) for r in rows]
+
+
+async def revoked_since(session: AsyncSession, channel: str, after: int, user_id: int) -> bool:
+    params = {"channel": channel, "after": after, "user_id": user_id}
+    return bool((await session.execute(_REVOKED_SINCE, params)).scalar_one())
+
+
+async def trim(session: AsyncSession, keep_s: float, batch: int = 5000) -> int:
+    """Delete events older than the retention window (one batch); returns how many."""
+    result = await session.execute(_TRIM, {"keep_s": keep_s, "batch": batch})
+    return int(result.scalar_one())
+
+
+def is_recoverable(since: int, state: ChannelState, max_behind: int = MAX_REPLAY) -> bool:
+    """Whether `since` can be replayed exactly: inside retention, not ahead of the head
+    (a client from another history), and at most `max_behind` events behind."""
+    return state.trimmed <= since <= state.head and state.head - since <= max_behind

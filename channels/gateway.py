@@ -1,0 +1,286 @@
+"""The `/ws` endpoint: handshake authentication, op dispatch, subscriptions with replay.
+
+A socket's ops are handled one at a time, in order; each gets its reply (or an `error` frame)
+and the socket stays open, except for abuse (op flood: 4429), binary frames (1003), frames
+over the size limit (1009, enforced by the protocol layer), and credential expiry (4401).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
+
+from channels import events, protocol
+from channels.authz import ChannelError, ChannelRegistry, ResolvedChannel
+from channels.codes import CloseCode, ErrorCode
+from channels.connection import Connection, Limits
+from channels.hub import Hub, OutFrame
+from channels.metrics import Metrics
+from channels.types import Authenticate, AuthError, ConsumeTicket, Identity, JSONObject
+
+log = logging.getLogger("kuda.gateway")
+
+SUBPROTOCOL = "kuda.v1"
+BEARER_PREFIX = "kuda.bearer."
+MAX_SUBSCRIPTIONS = 256
+
+PublishEphemeral = Callable[[str, str, JSONObject, int], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    heartbeat_s: int = 25
+    allowed_origins: frozenset[str] = frozenset()
+    limits: Limits = field(default_factory=Limits)
+
+
+class Denied(Exception):
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        registry: ChannelRegistry,
+        hub: Hub,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        authenticate: Authenticate,
+        consume_ticket: ConsumeTicket,
+        publish_ephemeral: PublishEphemeral,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.hub = hub
+        self._sessionmaker = sessionmaker
+        self._authenticate = authenticate
+        self._consume_ticket = consume_ticket
+        self._publish_ephemeral = publish_ephemeral
+        self._metrics = metrics
+        self._tallies = metrics.tallies
+
+    # Handshake ----------------------------------------------------------------------------
+
+    async def endpoint(self, websocket: WebSocket) -> None:
+        try:
+            identity, subprotocol = await self._handshake(websocket)
+        except Denied as denied:
+            await _deny(websocket, denied)
+            return
+        await websocket.accept(subprotocol=subprotocol)
+        conn = Connection(websocket, identity, self.config.limits, self._tallies)
+        self._tallies.sockets += 1
+        try:
+            conn.expire_at(identity)
+            conn.send(
+                protocol.welcome(
+                    conn.id, identity.user_id, self.config.heartbeat_s, identity.expires_at
+                )
+            )
+            await self._serve(conn)
+        finally:
+            await self._cleanup(conn)
+
+    async def _handshake(self, websocket: WebSocket) -> tuple[Identity, str | None]:
+        query = parse_qs(websocket.scope.get("query_string", b"").decode("latin-1"))
+        if "token" in query or "access_token" in query:
+            raise Denied(401, ErrorCode.UNAUTHORIZED, "Access tokens are not accepted in the URL")
+        origin = websocket.headers.get("origin")
+        allowed = self.config.allowed_origins
+        if allowed and origin is not None and origin not in allowed:
+            raise Denied(403, ErrorCode.FORBIDDEN, "Origin not allowed")
+        offered: list[str] = list(websocket.scope.get("subprotocols") or [])
+        selected = SUBPROTOCOL if SUBPROTOCOL in offered else None
+        try:
+            return await self._identify(websocket, query, offered), selected
+        except AuthError as exc:
+            raise Denied(401, ErrorCode.UNAUTHORIZED, str(exc)) from exc
+
+    async def _identify(
+        self, websocket: WebSocket, query: dict[str, list[str]], offered: list[str]
+    ) -> Identity:
+        header = websocket.headers.get("authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthError("Malformed Authorization header")
+            return await self._authenticate(token.strip())
+        for proto in offered:
+            if proto.startswith(BEARER_PREFIX):
+                return await self._authenticate(proto[len(BEARER_PREFIX) :])
+        tickets = query.get("ticket")
+        if tickets:
+            return await self._consume_ticket(tickets[0])
+        raise AuthError("Missing credentials")
+
+    # Serving ------------------------------------------------------------------------------
+
+    async def _serve(self, conn: Connection) -> None:
+        websocket = conn.websocket
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            self._tallies.frames_in += 1
+            text = message.get("text")
+            if text is None:
+                conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
+                continue
+            if conn.closed:
+                continue
+            if not conn.allow_op():
+                if conn.abusive:
+                    conn.close(CloseCode.RATE_LIMITED, "op rate limit")
+                else:
+                    conn.send(protocol.error(ErrorCode.RATE_LIMITED, "Too many ops; slow down"))
+                continue
+            await self._handle(conn, text)
+
+    async def _handle(self, conn: Connection, text: str) -> None:
+        client_id: protocol.ClientId = None
+        try:
+            op = protocol.parse(text)
+            client_id = op.id
+            await self._dispatch(conn, op)
+        except protocol.FrameError as exc:
+            conn.send(protocol.error(exc.code, exc.message, exc.client_id))
+        except ChannelError as exc:
+            conn.send(protocol.error(exc.code, exc.message, client_id))
+        except Exception:
+            log.exception("op failed on connection %s", conn.id)
+            conn.send(protocol.error(ErrorCode.BAD_REQUEST, "Could not process op", client_id))
+
+    async def _dispatch(self, conn: Connection, op: protocol.Op) -> None:
+        match op:
+            case protocol.Ping():
+                conn.send(protocol.with_id({"type": "pong"}, op.id))
+            case protocol.Subscribe():
+                await self._subscribe(conn, op)
+            case protocol.Unsubscribe():
+                await self._unsubscribe(conn, op)
+            case protocol.Auth():
+                await self._reauth(conn, op)
+            case protocol.Send():
+                await self._send(conn, op)
+            case protocol.Typing():
+                await self._typing(conn, op)
+
+    async def _reauth(self, conn: Connection, op: protocol.Auth) -> None:
+        try:
+            identity = await self._authenticate(op.token)
+        except AuthError as exc:
+            raise ChannelError(ErrorCode.UNAUTHORIZED, str(exc)) from exc
+        if identity.user_id != conn.user_id:
+            raise ChannelError(ErrorCode.UNAUTHORIZED, "Token belongs to another user")
+        conn.expire_at(identity)
+        frame = {"type": "authed", "expires_at": protocol.iso(identity.expires_at)}
+        conn.send(protocol.with_id(frame, op.id))
+
+    # Subscriptions ------------------------------------------------------------------------
+
+    async def _subscribe(self, conn: Connection, op: protocol.Subscribe) -> None:
+        resolved = self.registry.resolve(op.channel)
+        if op.channel in conn.subs:
+            raise ChannelError(ErrorCode.CONFLICT, f"Already subscribed to {op.channel}")
+        if len(conn.subs) >= MAX_SUBSCRIPTIONS:
+            raise ChannelError(ErrorCode.BAD_REQUEST, "Too many subscriptions on this socket")
+        sub = await self.hub.attach(conn, op.channel, resolved.durable)
+        try:
+            floor, acl, recovered = await self._sync(conn, resolved, op.since)
+        except BaseException:
+            self.hub.detach(sub)
+            raise
+        if sub.dropped or conn.closed:
+            return
+        conn.subs[op.channel] = sub
+        seq = floor if resolved.durable else None
+        conn.send(protocol.subscribed(op.channel, seq, recovered, op.id))
+        self.hub.activate(sub, floor, acl)
+        if resolved.kind.presence:
+            await self._publish_ephemeral(
+                op.channel, "presence.joined", {"user_id": conn.user_id}, conn.user_id
+            )
+
+    async def _sync(
+        self, conn: Connection, resolved: ResolvedChannel, since: int | None
+    ) -> tuple[int, int, bool]:
+        """Authorize, then replay what the client missed. Returns (floor, acl, recovered)."""
+        if not resolved.durable:
+            await self.registry.authorize(conn.user_id, resolved)
+            return 0, 0, True
+        async with self._sessionmaker() as session:
+            # Read the channel's state before the rule: a revocation the rule did not see
+            # has a newer acl_version, which the hub applies to this subscription.
+            state = await events.state(session, resolved.name)
+            await self.registry.authorize(conn.user_id, resolved)
+            if since is None:
+                return state.head, state.acl, True
+            if not events.is_recoverable(since, state):
+                return state.head, state.acl, False
+            rows = await events.replay(session, resolved.name, since, state.head)
+        for row in rows:
+            conn.push(OutFrame(protocol.encode(row.event.to_frame())))
+        self._metrics.replayed.inc(len(rows))
+        return state.head, state.acl, True
+
+    async def _unsubscribe(self, conn: Connection, op: protocol.Unsubscribe) -> None:
+        resolved = self.registry.resolve(op.channel)
+        sub = conn.subs.pop(op.channel, None)
+        if sub is not None:
+            self.hub.detach(sub)
+            if resolved.kind.presence:
+                await self._left(conn, op.channel)
+        conn.send(protocol.unsubscribed(op.channel, client_id=op.id))
+
+    async def _left(self, conn: Connection, channel: str) -> None:
+        await self._publish_ephemeral(
+            channel, "presence.left", {"user_id": conn.user_id}, conn.user_id
+        )
+
+    # Domain hooks -------------------------------------------------------------------------
+
+    async def _send(self, conn: Connection, op: protocol.Send) -> None:
+        resolved = self.registry.resolve(op.channel)
+        hook = resolved.kind.on_send
+        if hook is None:
+            raise ChannelError(ErrorCode.BAD_REQUEST, f"{op.channel} does not accept messages")
+        data = await hook(conn.user_id, resolved, op.body)
+        conn.send(protocol.with_id({"type": "ack", "data": data}, op.id))
+
+    async def _typing(self, conn: Connection, op: protocol.Typing) -> None:
+        resolved = self.registry.resolve(op.channel)
+        if not resolved.kind.typing:
+            raise ChannelError(ErrorCode.BAD_REQUEST, f"{op.channel} has no typing indicator")
+        if op.channel not in conn.subs:
+            await self.registry.authorize(conn.user_id, resolved)
+        await self._publish_ephemeral(op.channel, "typing", {"user_id": conn.user_id}, conn.user_id)
+
+    async def _cleanup(self, conn: Connection) -> None:
+        conn.shutdown()
+        self._tallies.sockets -= 1
+        for channel, sub in list(conn.subs.items()):
+            self.hub.detach(sub)
+            try:
+                if self.registry.resolve(channel).kind.presence:
+                    await self._left(conn, channel)
+            except Exception:
+                log.debug("presence.left not sent for %s", channel, exc_info=True)
+        conn.subs.clear()
+
+
+async def _deny(websocket: WebSocket, denied: Denied) -> None:
+    extensions = websocket.scope.get("extensions") or {}
+    if "websocket.http.response" in extensions:
+        body = {"error": {"code": denied.code.value, "message": denied.message}}
+        await websocket.send_denial_response(JSONResponse(body, status_code=denied.status))
+    else:
+        await websocket.close(CloseCode.POLICY)

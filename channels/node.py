@@ -1,0 +1,118 @@
+"""The realtime node: one per app instance. Owns the broker, hub, publisher, relay and gateway,
+and is the domain's entry point (register channels, append events, publish live events)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from channels import envelope, outbox
+from channels.authz import ChannelRegistry, own_user_channel
+from channels.brokers.base import Broker, BrokerUnavailable
+from channels.gateway import Gateway, GatewayConfig
+from channels.hub import Hub
+from channels.metrics import Metrics
+from channels.protocol import encode
+from channels.publisher import Publisher
+from channels.relay import Relay
+from channels.types import Authenticate, ConsumeTicket, Event, JSONObject
+
+log = logging.getLogger("kuda.realtime")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    retention_s: float = 7 * 24 * 3600
+    relay_interval_s: float = 1.0
+    relay_grace_s: float = 2.0
+    resync_interval_s: float = 5.0
+    linger_s: float = 10.0
+
+
+class Realtime:
+    def __init__(
+        self,
+        config: NodeConfig,
+        broker: Broker,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        authenticate: Authenticate,
+        consume_ticket: ConsumeTicket,
+    ) -> None:
+        self.config = config
+        self.broker = broker
+        self.metrics = Metrics(lambda: broker.healthy)
+        self.registry = ChannelRegistry()
+        self.registry.register("user:{id}", own_user_channel)
+        self.hub = Hub(broker, sessionmaker, self.metrics, linger_s=config.linger_s)
+        self.publisher = Publisher(broker, sessionmaker, self.metrics)
+        self.relay = Relay(
+            broker,
+            sessionmaker,
+            self.metrics,
+            interval_s=config.relay_interval_s,
+            grace_s=config.relay_grace_s,
+            retention_s=config.retention_s,
+        )
+        self.gateway = Gateway(
+            config.gateway,
+            self.registry,
+            self.hub,
+            sessionmaker,
+            authenticate,
+            consume_ticket,
+            self.publish_ephemeral,
+            self.metrics,
+        )
+        self._resync_task: asyncio.Task[None] | None = None
+
+    def bind(self, session: AsyncSession) -> AsyncSession:
+        """Route a session's committed events to this node's publisher."""
+        outbox.bind(session, self.publisher)
+        return session
+
+    async def start(self) -> None:
+        await self.broker.start(self.hub.on_message, self.hub.resync)
+        self.publisher.start()
+        self.relay.start()
+        self._resync_task = asyncio.create_task(self._resync_loop(), name="kuda-resync-loop")
+
+    async def stop(self) -> None:
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resync_task
+        await self.relay.stop()
+        await self.publisher.stop()
+        await self.hub.close()
+        await self.broker.stop()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_interval_s)
+            try:
+                await self.hub.resync()
+            except Exception:
+                log.exception("periodic resync failed")
+
+    async def publish_ephemeral(
+        self, channel: str, event: str, data: JSONObject, exclude_user: int = 0
+    ) -> None:
+        """A live-only event (typing, presence, the `rides` board): never stored or replayed;
+        dropped if the broker is down."""
+        frame = Event(channel, event, data, _now()).to_frame()
+        message = envelope.ephemeral(exclude_user, time.time(), encode(frame))
+        try:
+            await self.broker.publish([(channel, message)])
+        except BrokerUnavailable as exc:
+            log.info("ephemeral %s on %s dropped: %s", event, channel, exc)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

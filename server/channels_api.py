@@ -1,0 +1,69 @@
+"""REST face of the realtime layer: replay over HTTP, and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from channels import ChannelError, Realtime, events
+from server.deps import CurrentUser, SessionDep
+from server.errors import AppError
+
+router = APIRouter(tags=["realtime"])
+
+_STATUS = {"bad_request": 400, "forbidden": 403, "not_found": 404}
+
+
+def _realtime(request: Request) -> Realtime:
+    realtime: Realtime = request.app.state.realtime
+    return realtime
+
+
+def channel_error(exc: ChannelError) -> AppError:
+    error = AppError(exc.message)
+    error.status = _STATUS.get(exc.code.value, 400)
+    error.code = exc.code.value
+    return error
+
+
+@router.get("/api/v1/channels/{channel}/events")
+async def replay(
+    channel: str,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    since: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The socket's replay over HTTP: events with seq > since, in order, `limit` at a time."""
+    realtime = _realtime(request)
+    try:
+        resolved = realtime.registry.resolve(channel)
+        if not resolved.durable:
+            raise AppError(f"{channel} is live only: nothing to replay")
+        state = await events.state(session, channel)
+        await realtime.registry.authorize(user.id, resolved)
+    except ChannelError as exc:
+        raise channel_error(exc) from exc
+    recovered = state.trimmed <= since <= state.head
+    start = max(since, state.trimmed)
+    rows = (
+        await events.replay(session, channel, start, state.head, limit)
+        if since <= state.head
+        else []
+    )
+    last = rows[-1].event.seq if rows else None
+    return {
+        "items": [row.event.to_frame() for row in rows],
+        "latest_seq": state.head,
+        "recovered": recovered,
+        "next_since": last if last is not None and last < state.head else None,
+    }
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    registry = _realtime(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,67 @@
+"""Builds the realtime node from settings and plugs Kuda's auth into the gateway."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from channels import AuthError, Identity, NodeConfig, Realtime
+from channels.brokers import Broker, MemoryBroker, RedisBroker
+from channels.connection import Limits
+from channels.gateway import GatewayConfig
+from channels.outbox import PUBLISHER_KEY
+from server.auth.service import AuthService
+from server.auth.tokens import InvalidToken
+from server.config import Settings
+
+
+def create_broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        return RedisBroker(settings.redis_url, settings.redis_prefix)
+    return MemoryBroker()
+
+
+def node_config(settings: Settings) -> NodeConfig:
+    limits = Limits(
+        max_buffer_bytes=settings.ws_max_buffer_bytes,
+        ops_per_s=settings.ws_ops_per_s,
+        ops_burst=settings.ws_ops_burst,
+    )
+    gateway = GatewayConfig(
+        heartbeat_s=settings.heartbeat_s,
+        allowed_origins=frozenset(settings.allowed_origins),
+        limits=limits,
+    )
+    return NodeConfig(
+        gateway=gateway,
+        retention_s=settings.event_retention_s,
+        relay_interval_s=settings.relay_interval_s,
+        resync_interval_s=settings.resync_interval_s,
+    )
+
+
+def create_realtime(
+    settings: Settings, auth: AuthService, sessionmaker: async_sessionmaker[AsyncSession]
+) -> Realtime:
+    async def authenticate(token: str) -> Identity:
+        try:
+            claims = auth.codec.decode(token, "access")
+        except InvalidToken as exc:
+            raise AuthError(str(exc)) from exc
+        return Identity(claims.user_id, claims.expires_at)
+
+    async def consume_ticket(ticket_id: str) -> Identity:
+        ticket = await auth.tickets.take(ticket_id)
+        if ticket is None:
+            raise AuthError("Unknown, expired or already used ticket")
+        if ticket.token_expires_at <= datetime.now(UTC):
+            raise AuthError("The token behind this ticket has expired")
+        return Identity(ticket.user_id, ticket.token_expires_at)
+
+    realtime = Realtime(
+        node_config(settings), create_broker(settings), sessionmaker, authenticate, consume_ticket
+    )
+    # Every session the app makes hands its committed events to this node's publisher.
+    sessionmaker.configure(info={PUBLISHER_KEY: realtime.publisher})
+    return realtime
