@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     redis_prefix: str = "kuda:"
     jwt_secret: SecretStr | None = None
     jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
-    access_token_ttl_s: int = Field(default=900, ge=10)
+    access_token_ttl_s: int = Field(default=900, ge=1)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     ws_ticket_ttl_s: int = Field(default=30, ge=1, le=60)
     allowed_origins: Annotated[list[str], NoDecode] = []
