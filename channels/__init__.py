@@ -8,7 +8,7 @@ transactions, and publishes live-only events with `Realtime.publish_ephemeral` o
 
 from channels.authz import Access, ChannelError, ChannelRegistry, ResolvedChannel
 from channels.codes import CloseCode, ErrorCode
-from channels.events import append, revoke
+from channels.events import append, publish_after_commit, revoke
 from channels.node import NodeConfig, Realtime
 from channels.types import AuthError, Event, Identity
 
@@ -25,5 +25,6 @@ __all__ = [
     "Realtime",
     "ResolvedChannel",
     "append",
+    "publish_after_commit",
     "revoke",
 ]

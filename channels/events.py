@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -117,6 +118,11 @@ async def append(session: AsyncSession, channel: str, event: str, data: JSONObje
     return stored
 
 
+def publish_after_commit(session: AsyncSession, channel: str, event: str, data: JSONObject) -> None:
+    """A live-only event (no seq, never replayed), published only if the transaction commits."""
+    track(session, None, Event(channel=channel, event=event, data=data, at=_now()), 0)
+
+
 async def revoke(session: AsyncSession, channel: str, user_id: int) -> int:
     """Record, in the session's transaction, that `user_id` may no longer read `channel`.
 
@@ -176,3 +182,7 @@ def is_recoverable(since: int, state: ChannelState, max_behind: int = MAX_REPLAY
     """Whether `since` can be replayed exactly: inside retention, not ahead of the head
     (a client from another history), and at most `max_behind` events behind."""
     return state.trimmed <= since <= state.head and state.head - since <= max_behind
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

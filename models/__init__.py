@@ -1,8 +1,27 @@
 """ORM models, one table per module. Importing this package registers every table."""
 
 from models.base import Base
+from models.booking import Booking
 from models.event import ChannelRevocation, ChannelSeq, Event
+from models.idempotency_key import IdempotencyKey
+from models.message import Message
+from models.notification import Notification
 from models.refresh_token import RefreshToken
+from models.review import Review
+from models.ride import Ride
 from models.user import User
 
-__all__ = ["Base", "ChannelRevocation", "ChannelSeq", "Event", "RefreshToken", "User"]
+__all__ = [
+    "Base",
+    "Booking",
+    "ChannelRevocation",
+    "ChannelSeq",
+    "Event",
+    "IdempotencyKey",
+    "Message",
+    "Notification",
+    "RefreshToken",
+    "Review",
+    "Ride",
+    "User",
+]

@@ -10,19 +10,24 @@ from fastapi import FastAPI, WebSocket
 from redis.asyncio import Redis
 
 from channels import Realtime
-from server import health
+from server import channel_policy, health
+from server.admin.router import router as admin_router
 from server.auth.passwords import Passwords
 from server.auth.router import router as auth_router
 from server.auth.service import AuthService
 from server.auth.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from server.auth.tokens import TokenCodec
+from server.bookings.router import router as bookings_router
+from server.cache import Cache, NoCache, RedisCache
 from server.channels_api import router as channels_router
 from server.config import Settings
 from server.db import create_engine, create_sessionmaker
 from server.errors import install_error_handlers
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from server.notifications.router import router as notifications_router
 from server.ratelimit import Counter, MemoryCounter, RedisCounter
 from server.realtime import create_realtime
+from server.rides.router import router as rides_router
 from server.users.router import router as users_router
 
 log = logging.getLogger("kuda")
@@ -45,6 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    app.include_router(rides_router)
+    app.include_router(bookings_router)
+    app.include_router(notifications_router)
+    app.include_router(admin_router)
     app.include_router(channels_router)
     app.router.add_websocket_route("/ws", _websocket)
     return app
@@ -66,6 +75,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis
     app.state.auth = auth = _auth_service(settings, redis)
     app.state.realtime = realtime = create_realtime(settings, auth, app.state.sessionmaker)
+    channel_policy.register(realtime.registry, app.state.sessionmaker)
+    app.state.cache = _cache(settings, redis)
     await realtime.start()
     try:
         yield
@@ -85,3 +96,7 @@ def _auth_service(settings: Settings, redis: Redis | None) -> AuthService:
     else:
         counter, tickets = MemoryCounter(), MemoryTicketStore()
     return AuthService(settings, TokenCodec(settings), Passwords(settings), counter, tickets)
+
+
+def _cache(settings: Settings, redis: Redis | None) -> Cache:
+    return RedisCache(redis, settings.redis_prefix) if redis is not None else NoCache()

@@ -111,7 +111,9 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         workers=args.workers,
         log_level=settings.log_level,
         proxy_headers=args.proxy_headers,
-        ws="channels.transport:KudaWebSocketProtocol",
+        ws="channels.transport:KudaWebSocketProtocol"
+        if settings.ws_raw_writer
+        else "websockets-sansio",
         ws_max_size=settings.ws_max_frame_bytes,
         ws_ping_interval=settings.heartbeat_s,
         ws_ping_timeout=settings.heartbeat_s,

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     heartbeat_s: int = Field(default=25, ge=1, le=300)
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_max_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)
+    ws_raw_writer: bool = Field(
+        default=True, description="fan-out fast path; false = stock uvicorn send (comparison)"
+    )
     ws_ops_per_s: float = Field(default=20.0, gt=0)
     ws_ops_burst: int = Field(default=40, ge=1)
     event_retention_s: int = Field(default=7 * 24 * 3600, ge=60)

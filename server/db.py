@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
@@ -40,3 +40,21 @@ async def session_dependency(conn: HTTPConnection) -> AsyncIterator[AsyncSession
     maker: async_sessionmaker[AsyncSession] = conn.app.state.sessionmaker
     async with maker() as session:
         yield session
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+_AFTER_COMMIT = "kuda.after_commit"
+
+
+def on_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` after `commit(session)` succeeds (e.g. cache invalidation)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit, then await the after-commit callbacks, so their effects (cache invalidation)
+    are done before the response is sent. Callbacks are dropped if the commit fails."""
+    callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+    await session.commit()
+    for callback in callbacks:
+        await callback()

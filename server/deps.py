@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import User
 from server.auth.service import AuthService
 from server.auth.tokens import InvalidToken, TokenClaims
+from server.cache import Cache
 from server.config import Settings
 from server.db import session_dependency
-from server.errors import Unauthorized
+from server.errors import Forbidden, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/token")
 
@@ -28,7 +29,13 @@ def _auth(request: Request) -> AuthService:
     return auth
 
 
+def _cache(request: Request) -> Cache:
+    cache: Cache = request.app.state.cache
+    return cache
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+CacheDep = Annotated[Cache, Depends(_cache)]
 SessionDep = Annotated[AsyncSession, Depends(session_dependency)]
 AuthDep = Annotated[AuthService, Depends(_auth)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -58,6 +65,15 @@ async def _client_ip_limit(request: Request, auth: AuthDep) -> None:
     await auth.check_ip(ip)
 
 
+async def _admin(user: Annotated[User, Depends(_current_user)]) -> User:
+    if not user.is_admin:
+        raise Forbidden("Administrators only")
+    return user
+
+
 AccessClaims = Annotated[TokenClaims, Depends(_claims)]
+AdminUser = Annotated[User, Depends(_admin)]
 CurrentUser = Annotated[User, Depends(_current_user)]
 AuthRateLimit = Depends(_client_ip_limit)
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]

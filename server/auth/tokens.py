@@ -86,7 +86,9 @@ def _reason(exc: JOSEError) -> str:
 
 def _claims(payload: dict[str, Any], typ: TokenType) -> TokenClaims:
     if payload.get("typ") != typ:
-        raise InvalidToken(f"Expected a {typ} token")
+        raise InvalidToken(
+            f"Expected an {typ} token" if typ == "access" else f"Expected a {typ} token"
+        )
     try:
         return TokenClaims(
             user_id=int(payload["sub"]),

@@ -1,0 +1,1 @@
+"""Administration: verifying drivers."""

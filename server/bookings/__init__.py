@@ -1,0 +1,1 @@
+"""Bookings: request, confirm, reject, cancel; seat accounting without overbooking."""

@@ -1,0 +1,268 @@
+"""Booking rules and their events (PROTOCOL.md sections 1 and 3).
+
+Seat accounting is a conditional UPDATE (`seats_available >= n`) on the ride row, atomic in
+PostgreSQL whatever the number of instances, with a CHECK constraint as the last word; a
+pending booking holds no seats. Every change appends its events in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+import channels
+from models import Booking, Ride, User
+from server import channel_names
+from server.cache import Cache, ride_key
+from server.db import commit, on_commit
+from server.errors import Conflict, Forbidden, NotFound
+from server.notifications.service import notify
+from server.pagination import Page, decode_id_cursor, encode_id_cursor
+from server.rides import service as rides
+from server.rides.views import ride_view
+
+
+def booking_view(booking: Booking) -> dict[str, Any]:
+    return {
+        "id": booking.id,
+        "ride_id": booking.ride_id,
+        "passenger_id": booking.passenger_id,
+        "seats": booking.seats,
+        "status": booking.status,
+        "cancelled_by": booking.cancelled_by,
+        "created_at": _iso(booking.created_at),
+        "updated_at": _iso(booking.updated_at),
+    }
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _seats_view(booking: Booking, ride: Ride) -> dict[str, Any]:
+    """What `ride:{id}` shows of a booking: no passenger identity."""
+    return {
+        "booking_id": booking.id,
+        "ride_id": ride.id,
+        "seats": booking.seats,
+        "seats_available": ride.seats_available,
+    }
+
+
+async def request(
+    session: AsyncSession, cache: Cache, user: User, ride_id: int, seats: int
+) -> dict[str, Any]:
+    """Create a booking (pending, or confirmed at once on an instant ride). Does not commit."""
+    ride = await rides.load(session, ride_id)
+    if ride.driver_id == user.id:
+        raise Conflict("You cannot book your own ride")
+    _check_bookable(ride, seats)
+    booking = Booking(ride_id=ride.id, passenger_id=user.id, seats=seats, status="pending")
+    try:
+        async with session.begin_nested():
+            session.add(booking)
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("You already have an active booking on this ride") from exc
+    if ride.instant_booking:
+        await _take_seats(session, ride, seats)
+        booking.status = "confirmed"
+        await session.flush()
+        await session.refresh(booking)
+        await _confirmed(session, cache, ride, booking, notify_driver=True)
+    else:
+        await session.refresh(booking)
+        view = booking_view(booking)
+        for uid in (user.id, ride.driver_id):
+            await channels.append(session, channel_names.user(uid), "booking.requested", view)
+        await notify(session, ride.driver_id, "booking.requested", {"booking": view})
+    return booking_view(booking)
+
+
+def _check_bookable(ride: Ride, seats: int) -> None:
+    if ride.status != "scheduled":
+        raise Conflict(f"The ride is {ride.status}")
+    if ride.departure_at <= datetime.now(UTC):
+        raise Conflict("The ride has already departed")
+    if seats > ride.seats_available:
+        raise Conflict(f"Only {ride.seats_available} seats are available")
+
+
+async def _take_seats(session: AsyncSession, ride: Ride, seats: int) -> None:
+    left = (
+        await session.execute(
+            update(Ride)
+            .where(Ride.id == ride.id, Ride.status == "scheduled", Ride.seats_available >= seats)
+            .values(seats_available=Ride.seats_available - seats)
+            .returning(Ride.seats_available)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if left is None:
+        raise Conflict("Not enough seats available")
+    set_committed_value(ride, "seats_available", left)
+
+
+async def _free_seats(session: AsyncSession, ride: Ride, seats: int) -> None:
+    left = (
+        await session.execute(
+            update(Ride)
+            .where(Ride.id == ride.id)
+            .values(seats_available=Ride.seats_available + seats)
+            .returning(Ride.seats_available)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one()
+    set_committed_value(ride, "seats_available", left)
+
+
+async def _confirmed(
+    session: AsyncSession, cache: Cache, ride: Ride, booking: Booking, *, notify_driver: bool
+) -> None:
+    view = booking_view(booking)
+    await channels.append(
+        session, channel_names.ride(ride.id), "booking.confirmed", _seats_view(booking, ride)
+    )
+    await channels.append(
+        session, channel_names.user(booking.passenger_id), "booking.confirmed", view
+    )
+    await notify(session, booking.passenger_id, "booking.confirmed", {"booking": view})
+    if notify_driver:
+        await notify(session, ride.driver_id, "booking.confirmed", {"booking": view})
+    await _seats_changed(session, cache, ride)
+
+
+async def _seats_changed(session: AsyncSession, cache: Cache, ride: Ride) -> None:
+    driver = await session.get(User, ride.driver_id)
+    channels.publish_after_commit(
+        session, channel_names.RIDES_BOARD, "ride.updated", ride_view(ride, driver)
+    )
+    on_commit(session, lambda: cache.invalidate(ride_key(ride.id)))
+
+
+async def _load_for_update(session: AsyncSession, booking_id: int) -> tuple[Booking, Ride]:
+    booking = await session.get(Booking, booking_id, with_for_update=True)
+    if booking is None:
+        raise NotFound("Booking not found")
+    ride = await rides.load(session, booking.ride_id)
+    return booking, ride
+
+
+async def confirm(
+    session: AsyncSession, cache: Cache, user: User, booking_id: int
+) -> dict[str, Any]:
+    booking, ride = await _load_for_update(session, booking_id)
+    if ride.driver_id != user.id:
+        raise Forbidden("Only the driver may confirm bookings")
+    if booking.status != "pending":
+        raise Conflict(f"The booking is {booking.status}")
+    _check_bookable(ride, booking.seats)
+    await _take_seats(session, ride, booking.seats)
+    booking.status = "confirmed"
+    await session.flush()
+    await session.refresh(booking)
+    await _confirmed(session, cache, ride, booking, notify_driver=False)
+    await commit(session)
+    return booking_view(booking)
+
+
+async def reject(session: AsyncSession, user: User, booking_id: int) -> dict[str, Any]:
+    booking, ride = await _load_for_update(session, booking_id)
+    if ride.driver_id != user.id:
+        raise Forbidden("Only the driver may reject bookings")
+    if booking.status != "pending":
+        raise Conflict(f"The booking is {booking.status}")
+    booking.status = "rejected"
+    await session.flush()
+    await session.refresh(booking)
+    view = booking_view(booking)
+    for uid in (booking.passenger_id, ride.driver_id):
+        await channels.append(session, channel_names.user(uid), "booking.rejected", view)
+    await notify(session, booking.passenger_id, "booking.rejected", {"booking": view})
+    await commit(session)
+    return view
+
+
+async def cancel(
+    session: AsyncSession, cache: Cache, user: User, booking_id: int
+) -> dict[str, Any]:
+    booking, ride = await _load_for_update(session, booking_id)
+    if user.id not in (booking.passenger_id, ride.driver_id):
+        raise Forbidden("Only the passenger or the driver may cancel this booking")
+    if booking.status not in ("pending", "confirmed"):
+        raise Conflict(f"The booking is {booking.status}")
+    if booking.status == "confirmed" and ride.status != "scheduled":
+        raise Conflict(f"The ride is {ride.status}")
+    other = ride.driver_id if user.id == booking.passenger_id else booking.passenger_id
+    await _cancel(session, cache, ride, booking, by=user.id, notify_ids=[other])
+    await commit(session)
+    return booking_view(booking)
+
+
+async def _cancel(
+    session: AsyncSession,
+    cache: Cache | None,
+    ride: Ride,
+    booking: Booking,
+    by: int,
+    notify_ids: list[int],
+) -> None:
+    was_confirmed = booking.status == "confirmed"
+    booking.status, booking.cancelled_by = "cancelled", by
+    await session.flush()
+    await session.refresh(booking)
+    view = booking_view(booking)
+    if was_confirmed:
+        await _free_seats(session, ride, booking.seats)
+        await channels.append(
+            session, channel_names.ride(ride.id), "booking.cancelled", _seats_view(booking, ride)
+        )
+        # The passenger is no longer a member of the ride chat: no later message reaches them.
+        await channels.revoke(session, channel_names.chat(ride.id), booking.passenger_id)
+        if cache is not None:
+            await _seats_changed(session, cache, ride)
+    for uid in (booking.passenger_id, ride.driver_id):
+        await channels.append(session, channel_names.user(uid), "booking.cancelled", view)
+    for uid in notify_ids:
+        await notify(session, uid, "booking.cancelled", {"booking": view})
+
+
+async def cancel_for_ride(session: AsyncSession, ride: Ride, driver: User) -> None:
+    """The ride is being cancelled: cancel its active bookings. Confirmed passengers get the
+    `ride.cancelled` notification; pending ones a `booking.cancelled` one."""
+    active = await session.scalars(
+        select(Booking)
+        .where(Booking.ride_id == ride.id, Booking.status.in_(("pending", "confirmed")))
+        .order_by(Booking.id)
+        .with_for_update()
+    )
+    for booking in list(active):
+        notify_ids = [booking.passenger_id] if booking.status == "pending" else []
+        await _cancel(session, None, ride, booking, by=driver.id, notify_ids=notify_ids)
+
+
+async def mine(session: AsyncSession, user: User, cursor: str | None, limit: int) -> Page[Booking]:
+    stmt = select(Booking).where(Booking.passenger_id == user.id)
+    return await _page(session, stmt, cursor, limit)
+
+
+async def for_ride(
+    session: AsyncSession, user: User, ride_id: int, cursor: str | None, limit: int
+) -> Page[Booking]:
+    ride = await rides.load(session, ride_id)
+    if ride.driver_id != user.id:
+        raise Forbidden("Only the driver sees a ride's bookings")
+    return await _page(session, select(Booking).where(Booking.ride_id == ride_id), cursor, limit)
+
+
+async def _page(session: AsyncSession, stmt: Any, cursor: str | None, limit: int) -> Page[Booking]:
+    if cursor:
+        stmt = stmt.where(Booking.id < decode_id_cursor(cursor))
+    rows = list((await session.scalars(stmt.order_by(Booking.id.desc()).limit(limit + 1))).all())
+    items = rows[:limit]
+    return Page(items, encode_id_cursor(items[-1].id) if len(rows) > limit else None)

@@ -1,0 +1,53 @@
+"""The one place where the domain tells channels/ who may read what (PROTOCOL.md section 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from channels import Access, ChannelError, ChannelRegistry, ErrorCode, ResolvedChannel
+from channels.authz import Params
+from models import Ride
+from server.chat import service as chat
+from server.errors import AppError
+
+_CODES = {
+    "not_found": ErrorCode.NOT_FOUND,
+    "forbidden": ErrorCode.FORBIDDEN,
+    "validation_error": ErrorCode.VALIDATION_ERROR,
+    "conflict": ErrorCode.CONFLICT,
+}
+
+
+def register(registry: ChannelRegistry, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async def ride_rule(user_id: int, params: Params) -> Access:
+        async with sessionmaker() as session:
+            ride = await session.get(Ride, int(params["id"]))
+        return Access.ALLOW if ride is not None else Access.NOT_FOUND
+
+    async def chat_rule(user_id: int, params: Params) -> Access:
+        async with sessionmaker() as session:
+            ride = await session.get(Ride, int(params["id"]))
+            if ride is None:
+                return Access.NOT_FOUND
+            member = await chat.is_member(session, ride, user_id)
+        return Access.ALLOW if member else Access.FORBIDDEN
+
+    async def on_send(user_id: int, channel: ResolvedChannel, body: str) -> dict[str, Any]:
+        async with sessionmaker() as session:
+            try:
+                view = await chat.post(session, user_id, int(channel.params["id"]), body)
+            except AppError as exc:
+                raise ChannelError(
+                    _CODES.get(exc.code, ErrorCode.BAD_REQUEST), exc.message
+                ) from exc
+            await session.commit()
+        return view
+
+    async def anyone(user_id: int, params: Params) -> Access:
+        return Access.ALLOW
+
+    registry.register("ride:{id}", ride_rule)
+    registry.register("ride:{id}:chat", chat_rule, on_send=on_send, typing=True, presence=True)
+    registry.register("rides", anyone, durable=False)

@@ -1,0 +1,1 @@
+"""Ride chat: members are the driver and passengers with confirmed bookings."""

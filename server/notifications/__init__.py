@@ -1,0 +1,1 @@
+"""Stored notifications, pushed live on `user:{id}`."""

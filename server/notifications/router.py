@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from server.deps import CurrentUser, SessionDep
+from server.notifications import service
+from server.notifications.schemas import NotificationOut, NotificationPage, ReadAll
+
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+
+
+@router.get("", response_model=NotificationPage)
+async def list_notifications(
+    user: CurrentUser,
+    session: SessionDep,
+    unread: bool = False,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> NotificationPage:
+    page = await service.list_for(session, user.id, unread, cursor, limit)
+    items = [NotificationOut.model_validate(n) for n in page.items]
+    return NotificationPage(items=items, next_cursor=page.next_cursor)
+
+
+@router.post("/read-all", response_model=ReadAll)
+async def read_all(user: CurrentUser, session: SessionDep) -> ReadAll:
+    return ReadAll(updated=await service.mark_all_read(session, user.id))
+
+
+@router.post("/{notification_id}/read", response_model=NotificationOut)
+async def read(notification_id: int, user: CurrentUser, session: SessionDep) -> NotificationOut:
+    note = await service.mark_read(session, user.id, notification_id)
+    return NotificationOut.model_validate(note)

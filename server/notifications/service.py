@@ -1,0 +1,66 @@
+"""Notifications: stored in the caller's transaction and pushed on `user:{id}` with it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import channels
+from models import Notification
+from server import channel_names
+from server.db import commit
+from server.errors import Forbidden, NotFound
+from server.notifications.schemas import NotificationOut
+from server.pagination import Page, decode_id_cursor, encode_id_cursor
+
+
+async def notify(session: AsyncSession, user_id: int, kind: str, data: dict[str, Any]) -> None:
+    """Store a notification and append `notification.created` on the user's channel, both in
+    the caller's transaction."""
+    note = Notification(user_id=user_id, kind=kind, data=data)
+    session.add(note)
+    await session.flush()
+    await session.refresh(note)
+    payload = NotificationOut.model_validate(note).model_dump(mode="json")
+    await channels.append(session, channel_names.user(user_id), "notification.created", payload)
+
+
+async def list_for(
+    session: AsyncSession, user_id: int, unread: bool, cursor: str | None, limit: int
+) -> Page[Notification]:
+    stmt = select(Notification).where(Notification.user_id == user_id)
+    if unread:
+        stmt = stmt.where(Notification.read_at.is_(None))
+    if cursor:
+        stmt = stmt.where(Notification.id < decode_id_cursor(cursor))
+    rows = list(
+        (await session.scalars(stmt.order_by(Notification.id.desc()).limit(limit + 1))).all()
+    )
+    more = len(rows) > limit
+    items = rows[:limit]
+    return Page(items, encode_id_cursor(items[-1].id) if more else None)
+
+
+async def mark_read(session: AsyncSession, user_id: int, notification_id: int) -> Notification:
+    note = await session.get(Notification, notification_id, with_for_update=True)
+    if note is None:
+        raise NotFound("Notification not found")
+    if note.user_id != user_id:
+        raise Forbidden("Not your notification")
+    if note.read_at is None:
+        note.read_at = datetime.now(UTC)
+    await commit(session)
+    return note
+
+
+async def mark_all_read(session: AsyncSession, user_id: int) -> int:
+    result = await session.execute(
+        update(Notification)
+        .where(Notification.user_id == user_id, Notification.read_at.is_(None))
+        .values(read_at=datetime.now(UTC))
+    )
+    await commit(session)
+    return int(result.rowcount)  # type: ignore[attr-defined]

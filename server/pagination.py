@@ -1,0 +1,50 @@
+"""Keyset pagination cursors: opaque, URL-safe, validated."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from server.errors import ValidationFailed
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = orjson.loads(base64.urlsafe_b64decode(padded))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != size:
+        raise ValidationFailed(
+            "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]
+        )
+    return values
+
+
+def encode_id_cursor(last_id: int) -> str:
+    return encode_cursor([last_id])
+
+
+def decode_id_cursor(cursor: str) -> int:
+    (value,) = decode_cursor(cursor, 1)
+    if not isinstance(value, int):
+        raise ValidationFailed(
+            "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]
+        )
+    return value

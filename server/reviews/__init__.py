@@ -1,0 +1,1 @@
+"""Reviews between participants of a completed ride; exact ratings under concurrency."""

@@ -1,0 +1,84 @@
+"""Only after `completed`, only between participants, once per (ride, author, target). The
+target's rating is kept by atomic increments, so concurrent reviews never lose one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import Review, User
+from server.cache import Cache, profile_key
+from server.db import on_commit
+from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.notifications.service import notify
+from server.pagination import Page, decode_id_cursor, encode_id_cursor
+from server.reviews.schemas import ReviewIn
+from server.rides import service as rides
+
+
+def review_view(review: Review) -> dict[str, Any]:
+    return {
+        "id": review.id,
+        "ride_id": review.ride_id,
+        "author_id": review.author_id,
+        "target_id": review.target_id,
+        "stars": review.stars,
+        "comment": review.comment,
+        "created_at": review.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+async def create(
+    session: AsyncSession, cache: Cache, author: User, ride_id: int, data: ReviewIn
+) -> dict[str, Any]:
+    """Does not commit (see server.idempotency)."""
+    ride = await rides.load(session, ride_id)
+    participants = {ride.driver_id, *await rides.confirmed_passengers(session, ride.id)}
+    if author.id not in participants:
+        raise Forbidden("Only the driver and confirmed passengers may review this ride")
+    if data.target_id == author.id or data.target_id not in participants:
+        raise ValidationFailed(
+            "target_id must be another participant of this ride",
+            details=[{"field": "body.target_id", "message": "not another participant"}],
+        )
+    if ride.status != "completed":
+        raise Conflict("Reviews open once the ride is completed")
+    review = Review(
+        ride_id=ride.id,
+        author_id=author.id,
+        target_id=data.target_id,
+        stars=data.stars,
+        comment=data.comment,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(review)
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("You have already reviewed this participant for this ride") from exc
+    await session.execute(
+        update(User)
+        .where(User.id == data.target_id)
+        .values(rating_sum=User.rating_sum + data.stars, rating_count=User.rating_count + 1)
+    )
+    await session.refresh(review)
+    view = review_view(review)
+    await notify(session, data.target_id, "review.created", {"review": view})
+    on_commit(session, lambda: cache.invalidate(profile_key(data.target_id)))
+    return view
+
+
+async def for_user(
+    session: AsyncSession, user_id: int, cursor: str | None, limit: int
+) -> Page[Review]:
+    if await session.get(User, user_id) is None:
+        raise NotFound("User not found")
+    stmt = select(Review).where(Review.target_id == user_id)
+    if cursor:
+        stmt = stmt.where(Review.id < decode_id_cursor(cursor))
+    rows = list((await session.scalars(stmt.order_by(Review.id.desc()).limit(limit + 1))).all())
+    items = rows[:limit]
+    return Page(items, encode_id_cursor(items[-1].id) if len(rows) > limit else None)

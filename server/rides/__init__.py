@@ -1,0 +1,1 @@
+"""Rides: publish, edit, state machine, search."""

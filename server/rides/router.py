@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+
+from server import idempotency
+from server.bookings import service as bookings
+from server.bookings.schemas import BookingIn, BookingOut, BookingPage
+from server.bookings.service import booking_view
+from server.chat import service as chat
+from server.chat.schemas import MessageIn, MessageOut, MessagePage
+from server.chat.service import message_view
+from server.deps import CacheDep, CurrentUser, IdempotencyKey, SessionDep, SettingsDep
+from server.reviews import service as reviews
+from server.reviews.schemas import ReviewIn, ReviewOut
+from server.rides import search as ride_search
+from server.rides import service
+from server.rides.schemas import RideIn, RideKind, RideOut, RidePage, RidePatch, RideStatus
+from server.rides.views import ride_view
+
+router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
+
+CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
+
+
+def _digest(request: Request, body: Any) -> str:
+    return idempotency.fingerprint(request.method, request.url.path, body)
+
+
+@router.post("", status_code=201, response_model=RideOut, responses=CREATED)
+async def create_ride(
+    data: RideIn,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    digest = _digest(request, data.model_dump(mode="json", exclude_unset=True))
+    return await idempotency.create(
+        session, user.id, key, digest, lambda: service.create(session, settings, user, data)
+    )
+
+
+@router.get("", response_model=RidePage, response_model_exclude_unset=True)
+async def search_rides(
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    origin: Annotated[str | None, Query(max_length=200)] = None,
+    destination: Annotated[str | None, Query(max_length=200)] = None,
+    departure_from: AwareDatetime | None = None,
+    departure_to: AwareDatetime | None = None,
+    min_seats: Annotated[int | None, Query(ge=1, le=8)] = None,
+    max_price: Annotated[float | None, Query(ge=0)] = None,
+    min_driver_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
+    kind: RideKind | None = None,
+    status: RideStatus = "scheduled",
+    sort: ride_search.Sort = "departure_at",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    origin_near: Annotated[str | None, Query(description="lat,lng")] = None,
+    origin_radius_km: Annotated[float, Query(gt=0, le=200)] = 5.0,
+    destination_near: Annotated[str | None, Query(description="lat,lng")] = None,
+    destination_radius_km: Annotated[float, Query(gt=0, le=200)] = 5.0,
+) -> dict[str, Any]:
+    """Scheduled rides departing in the future by default (the caller's own included)."""
+    q = ride_search.RideQuery(
+        origin=origin,
+        destination=destination,
+        departure_from=departure_from,
+        departure_to=departure_to,
+        min_seats=min_seats,
+        max_price=max_price,
+        min_driver_rating=min_driver_rating,
+        kind=kind,
+        status=status,
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+        origin_near=ride_search.parse_near(origin_near, origin_radius_km, "origin_near"),
+        destination_near=ride_search.parse_near(
+            destination_near, destination_radius_km, "destination_near"
+        ),
+    )
+    rows, next_cursor = await ride_search.search(session, q)
+    page: dict[str, Any] = {"items": [ride_view(r, d) for r, d in rows], "next_cursor": next_cursor}
+    if not rows:
+        groups = await ride_search.taxi_groups(session, q)
+        page["suggestions"] = {
+            "taxi_services": [t.model_dump() for t in settings.taxi_services],
+            "taxi_groups": [ride_view(r, d) for r, d in groups],
+        }
+    return page
+
+
+@router.get("/{ride_id}", response_model=RideOut)
+async def get_ride(
+    ride_id: int, response: Response, _: CurrentUser, session: SessionDep, cache: CacheDep
+) -> dict[str, Any]:
+    view = await service.detail(session, cache, ride_id)
+    response.headers["ETag"] = f'"{view["version"]}"'
+    return view
+
+
+@router.patch("/{ride_id}", response_model=RideOut)
+async def update_ride(
+    ride_id: int,
+    patch: RidePatch,
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    cache: CacheDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    view = await service.update(session, cache, user, ride_id, patch, if_match)
+    response.headers["ETag"] = f'"{view["version"]}"'
+    return view
+
+
+@router.post("/{ride_id}/cancel", response_model=RideOut)
+async def cancel_ride(
+    ride_id: int, user: CurrentUser, session: SessionDep, cache: CacheDep
+) -> dict[str, Any]:
+    return await service.transition(session, cache, user, ride_id, "cancel")
+
+
+@router.post("/{ride_id}/start", response_model=RideOut)
+async def start_ride(
+    ride_id: int, user: CurrentUser, session: SessionDep, cache: CacheDep
+) -> dict[str, Any]:
+    return await service.transition(session, cache, user, ride_id, "start")
+
+
+@router.post("/{ride_id}/complete", response_model=RideOut)
+async def complete_ride(
+    ride_id: int, user: CurrentUser, session: SessionDep, cache: CacheDep
+) -> dict[str, Any]:
+    return await service.transition(session, cache, user, ride_id, "complete")
+
+
+@router.post("/{ride_id}/bookings", status_code=201, response_model=BookingOut, responses=CREATED)
+async def book(
+    ride_id: int,
+    data: BookingIn,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    cache: CacheDep,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    digest = _digest(request, data.model_dump(mode="json"))
+    return await idempotency.create(
+        session,
+        user.id,
+        key,
+        digest,
+        lambda: bookings.request(session, cache, user, ride_id, data.seats),
+    )
+
+
+@router.get("/{ride_id}/bookings", response_model=BookingPage)
+async def ride_bookings(
+    ride_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> dict[str, Any]:
+    page = await bookings.for_ride(session, user, ride_id, cursor, limit)
+    return {"items": [booking_view(b) for b in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/{ride_id}/messages", response_model=MessagePage)
+async def messages(
+    ride_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> dict[str, Any]:
+    """Newest first; page back with `before=<oldest id seen>`."""
+    page = await chat.history(session, user, ride_id, before, limit)
+    return {"items": [message_view(m) for m in page.items], "next_cursor": page.next_cursor}
+
+
+@router.post("/{ride_id}/messages", status_code=201, response_model=MessageOut, responses=CREATED)
+async def post_message(
+    ride_id: int,
+    data: MessageIn,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    digest = _digest(request, data.model_dump(mode="json"))
+    return await idempotency.create(
+        session, user.id, key, digest, lambda: chat.post(session, user.id, ride_id, data.body)
+    )
+
+
+@router.post("/{ride_id}/reviews", status_code=201, response_model=ReviewOut, responses=CREATED)
+async def review(
+    ride_id: int,
+    data: ReviewIn,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    cache: CacheDep,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    digest = _digest(request, data.model_dump(mode="json"))
+    return await idempotency.create(
+        session, user.id, key, digest, lambda: reviews.create(session, cache, user, ride_id, data)
+    )

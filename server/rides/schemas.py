@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+RideKind = Literal["ride", "taxi_share"]
+RideStatus = Literal["scheduled", "started", "completed", "cancelled"]
+Place = str
+
+
+class Point(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+
+
+def _future(value: datetime | None) -> datetime | None:
+    if value is not None and value <= datetime.now(UTC):
+        raise ValueError("must be in the future")
+    return value
+
+
+class _RideFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("departure_at", check_fields=False)
+    @classmethod
+    def _departure_in_future(cls, value: datetime | None) -> datetime | None:
+        return _future(value)
+
+    @field_validator("currency", check_fields=False)
+    @classmethod
+    def _currency_upper(cls, value: str | None) -> str | None:
+        return value.upper() if value is not None else None
+
+
+class RideIn(_RideFields):
+    origin: str = Field(min_length=1, max_length=200)
+    destination: str = Field(min_length=1, max_length=200)
+    departure_at: AwareDatetime
+    seats_total: int = Field(ge=1, le=8)
+    price: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=2)
+    currency: str = Field(default="RUB", pattern=r"^[A-Za-z]{3}$")
+    notes: str | None = Field(default=None, max_length=2000)
+    kind: RideKind = "ride"
+    instant_booking: bool = False
+    origin_point: Point | None = None
+    destination_point: Point | None = None
+
+
+class RidePatch(_RideFields):
+    origin: str | None = Field(default=None, min_length=1, max_length=200)
+    destination: str | None = Field(default=None, min_length=1, max_length=200)
+    departure_at: AwareDatetime | None = None
+    seats_total: int | None = Field(default=None, ge=1, le=8)
+    price: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=2)
+    currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
+    notes: str | None = Field(default=None, max_length=2000)
+    instant_booking: bool | None = None
+    origin_point: Point | None = None
+    destination_point: Point | None = None
+
+
+REQUIRED_ON_PATCH = (
+    "origin",
+    "destination",
+    "departure_at",
+    "seats_total",
+    "currency",
+    "instant_booking",
+)
+
+
+class DriverOut(BaseModel):
+    id: int
+    display_name: str
+    is_verified: bool
+    rating_avg: float | None
+    rating_count: int
+
+
+class RideOut(BaseModel):
+    id: int
+    driver_id: int
+    driver: DriverOut | None
+    kind: RideKind
+    origin: str
+    destination: str
+    origin_point: Point | None
+    destination_point: Point | None
+    departure_at: datetime
+    seats_total: int
+    seats_available: int
+    price: float | None
+    currency: str
+    notes: str | None
+    instant_booking: bool
+    status: RideStatus
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaxiServiceOut(BaseModel):
+    name: str
+    phone: str
+    url: str
+
+
+class Suggestions(BaseModel):
+    taxi_services: list[TaxiServiceOut]
+    taxi_groups: list[RideOut]
+
+
+class RidePage(BaseModel):
+    items: list[RideOut]
+    next_cursor: str | None
+    suggestions: Suggestions | None = None

@@ -1,0 +1,222 @@
+"""Ride rules: who may publish and edit, the status state machine, and their events."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import channels
+from models import Booking, Ride, User
+from server import channel_names
+from server.cache import Cache, profile_key, ride_key
+from server.config import Settings
+from server.db import commit, on_commit
+from server.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
+from server.notifications.service import notify as notify_user
+from server.rides.schemas import REQUIRED_ON_PATCH, RideIn, RidePatch
+from server.rides.views import ride_view
+from server.users.service import public_view
+
+Action = Literal["cancel", "start", "complete"]
+TRANSITIONS: dict[Action, tuple[str, str, str]] = {
+    # action: (from, to, event)
+    "cancel": ("scheduled", "cancelled", "ride.cancelled"),
+    "start": ("scheduled", "started", "ride.started"),
+    "complete": ("started", "completed", "ride.completed"),
+}
+
+
+async def create(
+    session: AsyncSession, settings: Settings, driver: User, data: RideIn
+) -> dict[str, Any]:
+    if data.kind == "ride" and settings.require_verified_drivers and not driver.is_verified:
+        raise Forbidden("Only verified drivers may publish rides")
+    ride = Ride(
+        driver_id=driver.id,
+        kind=data.kind,
+        origin=data.origin,
+        destination=data.destination,
+        departure_at=data.departure_at,
+        seats_total=data.seats_total,
+        seats_available=data.seats_total,
+        price=data.price,
+        currency=data.currency,
+        notes=data.notes,
+        # A taxi_share group has no driver to confirm requests: joining is instant.
+        instant_booking=True if data.kind == "taxi_share" else data.instant_booking,
+    )
+    _set_points(ride, data.model_dump(exclude_unset=True))
+    session.add(ride)
+    await session.flush()
+    await session.refresh(ride)
+    view = ride_view(ride, driver)
+    channels.publish_after_commit(session, channel_names.RIDES_BOARD, "ride.created", view)
+    return view  # the caller commits (see server.idempotency)
+
+
+def _set_points(ride: Ride, changes: dict[str, Any]) -> None:
+    for name in ("origin", "destination"):
+        key = f"{name}_point"
+        if key in changes:
+            pt = changes[key]
+            setattr(ride, f"{name}_lat", pt["lat"] if pt else None)
+            setattr(ride, f"{name}_lng", pt["lng"] if pt else None)
+
+
+async def load(session: AsyncSession, ride_id: int, *, lock: bool = False) -> Ride:
+    ride = await session.get(Ride, ride_id, with_for_update=lock)
+    if ride is None:
+        raise NotFound("Ride not found")
+    return ride
+
+
+async def detail(session: AsyncSession, cache: Cache, ride_id: int) -> dict[str, Any]:
+    """The ride with its driver summary, through the cache."""
+
+    async def load_ride() -> dict[str, Any] | None:
+        ride = await session.get(Ride, ride_id)
+        return None if ride is None else ride_view(ride, None)
+
+    async def load_driver(driver_id: int) -> dict[str, Any] | None:
+        user = await session.get(User, driver_id)
+        return None if user is None else public_view(user)
+
+    view = await cache.get_or_load(ride_key(ride_id), load_ride)
+    if view is None:
+        raise NotFound("Ride not found")
+    profile = await cache.get_or_load(
+        profile_key(view["driver_id"]), lambda: load_driver(view["driver_id"])
+    )
+    if profile is not None:
+        view["driver"] = {
+            k: profile[k]
+            for k in ("id", "display_name", "is_verified", "rating_avg", "rating_count")
+        }
+    return view
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """`3`, `"3"` or `W/"3"`; `*` or absent means unconditional."""
+    if value is None or value.strip() == "*":
+        return None
+    text = value.strip()
+    text = text.removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise AppError('If-Match must be a ride version such as "3"')
+    return int(text)
+
+
+async def update(
+    session: AsyncSession,
+    cache: Cache,
+    user: User,
+    ride_id: int,
+    patch: RidePatch,
+    if_match: str | None,
+) -> dict[str, Any]:
+    expected = parse_if_match(if_match)
+    changes = patch.model_dump(exclude_unset=True)
+    for field in REQUIRED_ON_PATCH:
+        if field in changes and changes[field] is None:
+            raise ValidationFailed(
+                f"{field} cannot be null",
+                details=[{"field": f"body.{field}", "message": "may not be null"}],
+            )
+    ride = await load(session, ride_id, lock=True)
+    if ride.driver_id != user.id:
+        raise Forbidden("Only the driver may edit this ride")
+    if expected is not None and expected != ride.version:
+        raise PreconditionFailed(f"The ride is at version {ride.version}, not {expected}")
+    if ride.status != "scheduled":
+        raise Conflict(f"A {ride.status} ride cannot be edited")
+    _apply(ride, changes)
+    ride.version += 1
+    await session.flush()
+    await session.refresh(ride)
+    view = ride_view(ride, user)
+    passengers = await confirmed_passengers(session, ride.id)
+    await _ride_event(
+        session, ride, view, "ride.updated", notify=passengers, notify_kind="ride.updated"
+    )
+    on_commit(session, lambda: cache.invalidate(ride_key(ride_id)))
+    await commit(session)
+    return view
+
+
+def _apply(ride: Ride, changes: dict[str, Any]) -> None:
+    if "seats_total" in changes:
+        taken = ride.seats_total - ride.seats_available
+        if changes["seats_total"] < taken:
+            raise Conflict(f"{taken} seats are already booked")
+        ride.seats_available = changes["seats_total"] - taken
+    if ride.kind == "taxi_share":
+        changes.pop("instant_booking", None)
+    _set_points(ride, changes)
+    for field, value in changes.items():
+        if not field.endswith("_point"):
+            setattr(ride, field, value)
+
+
+async def transition(
+    session: AsyncSession, cache: Cache, user: User, ride_id: int, action: Action
+) -> dict[str, Any]:
+    source, target, event = TRANSITIONS[action]
+    ride = await load(session, ride_id, lock=True)
+    if ride.driver_id != user.id:
+        raise Forbidden("Only the driver may change this ride's status")
+    if ride.status != source:
+        raise Conflict(f"Cannot {action} a {ride.status} ride")
+    passengers = await confirmed_passengers(session, ride.id) if action == "cancel" else []
+    ride.status = target
+    ride.version += 1
+    if action == "cancel":
+        await _cancel_bookings(session, ride, user)
+    await session.flush()
+    await session.refresh(ride)
+    view = ride_view(ride, user)
+    await _ride_event(session, ride, view, event, notify=passengers, notify_kind="ride.cancelled")
+    on_commit(session, lambda: cache.invalidate(ride_key(ride_id)))
+    await commit(session)
+    return view
+
+
+async def confirmed_passengers(session: AsyncSession, ride_id: int) -> list[int]:
+    rows = await session.scalars(
+        select(Booking.passenger_id).where(
+            Booking.ride_id == ride_id, Booking.status == "confirmed"
+        )
+    )
+    return list(rows)
+
+
+async def _ride_event(
+    session: AsyncSession,
+    ride: Ride,
+    view: dict[str, Any],
+    event: str,
+    notify: list[int],
+    notify_kind: str,
+) -> None:
+    """The `ride.*` event on `ride:{id}`, notifications to the confirmed passengers (for changes
+    and cancellation), and the live event on the `rides` board."""
+    await channels.append(session, channel_names.ride(ride.id), event, view)
+    for passenger_id in notify:
+        await notify_user(session, passenger_id, notify_kind, {"ride": view})
+    board_event = "ride.cancelled" if event == "ride.cancelled" else "ride.updated"
+    channels.publish_after_commit(session, channel_names.RIDES_BOARD, board_event, view)
+
+
+async def _cancel_bookings(session: AsyncSession, ride: Ride, driver: User) -> None:
+    """Cancelling a ride cancels its active bookings (their events and chat revocations)."""
+    from server.bookings.service import cancel_for_ride  # bookings depend on rides
+
+    await cancel_for_ride(session, ride, driver)
