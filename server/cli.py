@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 
 from pydantic import ValidationError
 
-from server import migrate
+from server import admin_tasks, migrate
 from server.config import ConfigError, Settings, embedded_jwt_secret
 from server.embedded import EmbeddedPostgres
+from server.seed import DEMO_PASSWORD
 
 log = logging.getLogger("kuda.cli")
 
@@ -49,7 +53,54 @@ def _parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply migrations to DATABASE_URL (idempotent)")
     mig.add_argument("--revision", default="head")
     mig.set_defaults(handler=_migrate)
+    admin = sub.add_parser("create-admin", help="create an administrator (or promote a user)")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", default="Administrator")
+    admin.add_argument("--password", help="default: $KUDA_ADMIN_PASSWORD, else prompted")
+    admin.set_defaults(handler=_create_admin)
+    seed = sub.add_parser("seed", help="load a demo data set (Innopolis, Kazan, airport, station)")
+    seed.add_argument("--users", type=int, default=40)
+    seed.add_argument("--rides", type=int, default=300)
+    seed.add_argument("--days", type=int, default=21)
+    seed.add_argument("--random-seed", type=int, default=7)
+    seed.set_defaults(handler=_seed)
     return parser
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Settings]:
+    """Settings with a migrated DATABASE_URL: the configured one, or the embedded server."""
+    embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
+    try:
+        if embedded is not None:
+            url = embedded.start()
+            settings = settings.model_copy(update={"database_url": url})
+        assert settings.database_url is not None
+        migrate.upgrade(settings.database_url)
+        yield settings
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _create_admin(settings: Settings, args: argparse.Namespace) -> None:
+    password = args.password or os.environ.get("KUDA_ADMIN_PASSWORD") or getpass.getpass()
+    if len(password) < 8:
+        raise ConfigError("the password must have at least 8 characters")
+    with _database(settings) as ready:
+        created = asyncio.run(admin_tasks.create_admin(ready, args.email, args.name, password))
+    print(f"kuda: {args.email} is {'now' if created else 'already'} an administrator")
+
+
+def _seed(settings: Settings, args: argparse.Namespace) -> None:
+    with _database(settings) as ready:
+        result = asyncio.run(
+            admin_tasks.seed_demo(ready, args.users, args.rides, args.days, args.random_seed)
+        )
+    print(
+        f"kuda: seeded {result.users} users, {result.rides} rides, {result.bookings} bookings, "
+        f"{result.reviews} reviews; demo users log in with password {DEMO_PASSWORD!r}"
+    )
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:

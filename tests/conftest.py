@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,8 +20,11 @@ from server import migrate
 from server.app import create_app
 from server.config import Settings
 from tests import services
+from tests.cluster import Cluster
+from tests.live import LiveServer
+from tests.redis_server import RedisServer
 
-JWT_SECRET = "test-secret-" + "k" * 40
+JWT_SECRET = services.JWT_SECRET
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +127,42 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://kuda.test") as c:
         yield c
+
+
+@pytest.fixture
+async def live_factory(
+    settings_factory: Callable[..., Settings],
+) -> AsyncIterator[Callable[..., Any]]:
+    servers: list[LiveServer] = []
+
+    async def start(**overrides: Any) -> LiveServer:
+        server = await LiveServer(settings_factory(**overrides)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+async def cluster_factory(
+    db: str, tmp_path: Path, live_factory: Callable[..., Any]
+) -> AsyncIterator[Callable[[str], Cluster]]:
+    clusters: list[Cluster] = []
+
+    def make(redis_url: str) -> Cluster:
+        cluster = Cluster(db, redis_url, tmp_path, live_factory)
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        await cluster.stop()

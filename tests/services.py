@@ -9,6 +9,7 @@ import asyncpg
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+JWT_SECRET = "test-secret-" + "k" * 40
 
 
 def database_url(name: str) -> str:

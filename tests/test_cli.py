@@ -114,3 +114,32 @@ def _login(base_url: str) -> str:
     )
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
+
+
+async def test_create_admin_and_seed(
+    database_url: str, db: str, db_conn: asyncpg.Connection
+) -> None:
+    env = kuda_env(DATABASE_URL=db, KUDA_ADMIN_PASSWORD="admin-password-1")
+    r = await asyncio.to_thread(run_kuda, "create-admin", "--email", "Boss@Example.com", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "now an administrator" in r.stdout
+    again = await asyncio.to_thread(
+        run_kuda, "create-admin", "--email", "boss@example.com", env=env
+    )
+    assert "already an administrator" in again.stdout
+    assert await db_conn.fetchval("SELECT is_admin FROM users WHERE email = 'boss@example.com'")
+    seeded = await asyncio.to_thread(run_kuda, "seed", "--users", "12", "--rides", "60", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    assert "seeded 12 users, 60 rides" in seeded.stdout
+    places = {r["origin"] for r in await db_conn.fetch("SELECT origin FROM rides")}
+    assert places <= {"Innopolis", "Kazan", "Kazan Airport", "Kazan Railway Station"}
+    overbooked = await db_conn.fetchval(
+        "SELECT count(*) FROM rides r WHERE r.seats_total - r.seats_available <> "
+        "(SELECT coalesce(sum(seats), 0) FROM bookings b WHERE b.ride_id = r.id "
+        "AND b.status = 'confirmed')"
+    )
+    assert overbooked == 0
+    future = await db_conn.fetchval(
+        "SELECT count(*) FROM rides WHERE status = 'scheduled' AND departure_at > now()"
+    )
+    assert future > 20

@@ -6,25 +6,8 @@ from typing import Any
 import httpx
 import pytest
 
-from server.config import Settings
 from tests.helpers import Account, signup
 from tests.live import LiveServer
-
-
-@pytest.fixture
-async def live_factory(
-    settings_factory: Callable[..., Settings],
-) -> AsyncIterator[Callable[..., Any]]:
-    servers: list[LiveServer] = []
-
-    async def start(**overrides: Any) -> LiveServer:
-        server = await LiveServer(settings_factory(**overrides)).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop()
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,73 +17,12 @@ from websockets.exceptions import ConnectionClosed
 
 from channels import append
 from channels.codes import CloseCode
-from tests.conftest import JWT_SECRET
+from tests.cluster import Cluster
 from tests.helpers import Account, signup
 from tests.live import LiveServer, WsClient, ws_connect
-from tests.procs import Server, kuda_env
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.kill()
-
-
-class Cluster:
-    def __init__(self, db_url: str, redis_url: str, tmp: Path, factory: Callable[..., Any]) -> None:
-        self.db_url, self.redis_url, self.tmp = db_url, redis_url, tmp
-        self.prefix = f"kuda-mi-{uuid.uuid4().hex[:8]}:"
-        self._factory = factory
-        self.processes: list[Server] = []
-
-    def env(self) -> dict[str, str]:
-        return kuda_env(
-            DATABASE_URL=self.db_url,
-            REDIS_URL=self.redis_url,
-            REDIS_PREFIX=self.prefix,
-            JWT_SECRET=JWT_SECRET,
-            PASSWORD_HASH_TIME_COST="1",
-            PASSWORD_HASH_MEMORY_KIB="1024",
-            RELAY_INTERVAL_S="0.5",
-            RESYNC_INTERVAL_S="2",
-        )
-
-    async def process(self, name: str = "a") -> Server:
-        server = Server(self.env(), self.tmp / f"{name}-{len(self.processes)}.log")
-        self.processes.append(server)
-        await asyncio.to_thread(server.wait_ready)
-        return server
-
-    async def in_process(self) -> LiveServer:
-        server: LiveServer = await self._factory(
-            redis_url=self.redis_url, redis_prefix=self.prefix, relay_interval_s=0.5,
-            resync_interval_s=2,
-        )  # fmt: skip
-        return server
-
-    async def stop(self) -> None:
-        for server in self.processes:
-            await asyncio.to_thread(server.stop)
-
-
-@pytest.fixture
-async def cluster_factory(
-    db: str, tmp_path: Path, live_factory: Callable[..., Any]
-) -> AsyncIterator[Callable[[str], Cluster]]:
-    clusters: list[Cluster] = []
-
-    def make(redis_url: str) -> Cluster:
-        cluster = Cluster(db, redis_url, tmp_path, live_factory)
-        clusters.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in clusters:
-        await cluster.stop()
 
 
 async def _append(b: LiveServer, channel: str, n: int, start: int = 1) -> None:

@@ -1,0 +1,53 @@
+"""Several real instances on one PostgreSQL and one Redis, for tests that cross processes.
+
+`process()` starts a `kuda serve` process; `in_process()` serves the same app with uvicorn in
+the test's loop (so the test can append events through it with the app's own sessions)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.live import LiveServer
+from tests.procs import Server, kuda_env
+from tests.services import JWT_SECRET
+
+
+class Cluster:
+    def __init__(self, db_url: str, redis_url: str, tmp: Path, factory: Callable[..., Any]) -> None:
+        self.db_url, self.redis_url, self.tmp = db_url, redis_url, tmp
+        self.prefix = f"kuda-mi-{uuid.uuid4().hex[:8]}:"
+        self._factory = factory
+        self.processes: list[Server] = []
+
+    def env(self) -> dict[str, str]:
+        return kuda_env(
+            DATABASE_URL=self.db_url,
+            REDIS_URL=self.redis_url,
+            REDIS_PREFIX=self.prefix,
+            JWT_SECRET=JWT_SECRET,
+            PASSWORD_HASH_TIME_COST="1",
+            PASSWORD_HASH_MEMORY_KIB="1024",
+            RELAY_INTERVAL_S="0.5",
+            RESYNC_INTERVAL_S="2",
+        )
+
+    async def process(self, name: str = "a") -> Server:
+        server = Server(self.env(), self.tmp / f"{name}-{len(self.processes)}.log")
+        self.processes.append(server)
+        await asyncio.to_thread(server.wait_ready)
+        return server
+
+    async def in_process(self) -> LiveServer:
+        server: LiveServer = await self._factory(
+            redis_url=self.redis_url, redis_prefix=self.prefix, relay_interval_s=0.5,
+            resync_interval_s=2,
+        )  # fmt: skip
+        return server
+
+    async def stop(self) -> None:
+        for server in self.processes:
+            await asyncio.to_thread(server.stop)
