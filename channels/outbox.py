@@ -69,9 +69,21 @@ def _descends(tx: SessionTransaction | None, ancestor: SessionTransaction) -> bo
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    # SQLAlchemy also fires this when a savepoint is released: only the outermost commit
+    # makes the events real.
+    if session.in_nested_transaction():
+        return
     pending = session.info.pop(_PENDING_KEY, None)
     if pending:
         session.info[PUBLISHER_KEY].committed([item for _, item in pending])
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost transaction ended without `after_commit` taking its events: it rolled
+    # back (including `close()`, which fires no soft-rollback event). Forget them.
+    if transaction.parent is None:
+        session.info.pop(_PENDING_KEY, None)
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -48,6 +48,8 @@ class Ride(CreatedAtMixin, Base):
         ),
         Index("ix_rides_status_departure", "status", "departure_at", "id"),
         Index("ix_rides_driver", "driver_id", "departure_at"),
+        Index("ix_rides_status_price", "status", text("COALESCE(price, 1000000000)"), "id"),
+        Index("ix_rides_status_rating", "status", text("driver_rating DESC"), "id"),
         Index(
             "ix_rides_origin_trgm",
             text("lower(origin) gin_trgm_ops"),
@@ -90,4 +92,7 @@ class Ride(CreatedAtMixin, Base):
     instant_booking: Mapped[bool] = mapped_column(server_default="false")
     status: Mapped[str] = mapped_column(String(16), server_default="scheduled")
     version: Mapped[int] = mapped_column(server_default="1")
+    # The driver's rating average, kept in step by each review's transaction so that sorting
+    # and filtering by rating is an index scan (0 = not rated yet).
+    driver_rating: Mapped[float] = mapped_column(Float, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())

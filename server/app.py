@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
+from fastapi.telemetry import TelemetryConfig
 from redis.asyncio import Redis
 
 from channels import Realtime
@@ -31,6 +32,12 @@ from server.rides.router import router as rides_router
 from server.users.router import router as users_router
 
 log = logging.getLogger("kuda")
+NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Realtime carpooling backend",
         lifespan=_lifespan,
+        # FastAPI's native OpenTelemetry wraps every request and socket; Kuda exports
+        # Prometheus metrics instead (measured: docs/decisions.md D11).
+        telemetry=NO_TELEMETRY,
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from starlette.exceptions import HTTPException
@@ -12,7 +13,8 @@ from server.errors import error_body
 
 
 class RequestIdMiddleware:
-    """Gives each HTTP request an id (from `X-Request-ID` when sane) and echoes it back."""
+    """Gives each HTTP request an id (from `X-Request-ID` when sane) and echoes it back, with
+    the server-side time to the response's start in `Server-Timing: app;dur=<ms>`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -21,13 +23,16 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = _incoming_id(scope) or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                elapsed_ms = (time.perf_counter() - started) * 1000
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"server-timing", b"app;dur=%.2f" % elapsed_ms))
                 message["headers"] = headers
             await send(message)
 

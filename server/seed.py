@@ -80,6 +80,8 @@ async def seed(
         await _bulk(session, Review, reviews)
         await _ratings(session)
         await session.commit()
+        await session.execute(text("ANALYZE"))  # fresh statistics for the planner
+        await session.commit()
     return SeedResult(len(user_ids), len(ride_rows), len(bookings), len(reviews))
 
 
@@ -184,5 +186,11 @@ async def _ratings(session: AsyncSession) -> None:
             "UPDATE users u SET rating_sum = s.total, rating_count = s.n FROM "
             "(SELECT target_id, sum(stars) AS total, count(*) AS n FROM reviews "
             "GROUP BY target_id) s WHERE u.id = s.target_id"
+        )
+    )
+    await session.execute(
+        text(
+            "UPDATE rides r SET driver_rating = u.rating_sum::float / u.rating_count "
+            "FROM users u WHERE u.id = r.driver_id AND u.rating_count > 0"
         )
     )

@@ -17,6 +17,8 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from channels.brokers.base import BrokerUnavailable, MessageHandler, ResyncHandler
@@ -46,6 +48,9 @@ class RedisBroker:
             timeout=5,
             socket_connect_timeout=2,
             health_check_interval=10,
+            # redis-py 8 skips the stale-connection check on checkout by default: after a Redis
+            # restart, retry once on a fresh connection instead of failing the first publish.
+            retry=Retry(NoBackoff(), 1),
         )
         self._client = Redis(connection_pool=pool)
         self._confirm_timeout_s = confirm_timeout_s
@@ -148,14 +153,22 @@ class RedisBroker:
     async def _connect(self) -> None:
         pubsub = self._client.pubsub()
         self._pubsub = pubsub
-        keys = [self._control, *(self._key(c) for c in self._channels)]
-        for i in range(0, len(keys), SUBSCRIBE_CHUNK):
-            await pubsub.subscribe(*keys[i : i + SUBSCRIBE_CHUNK])
+        await pubsub.subscribe(self._control)
+        last = self._control
+        sent: set[str] = set()
+        # Channels added while we await (their subscribe() saw the broker as unhealthy and
+        # only recorded them) are picked up by the next round, before going healthy.
+        while pending := self._channels - sent:
+            keys = [self._key(c) for c in pending]
+            sent |= pending
+            for i in range(0, len(keys), SUBSCRIBE_CHUNK):
+                await pubsub.subscribe(*keys[i : i + SUBSCRIBE_CHUNK])
+            last = keys[-1]
         # Redis answers in order: once the last key's confirmation arrives, every one is active.
-        self._resync_marker = keys[-1]
+        self._resync_marker = last
         if self._connected_once:
             self.reconnects += 1
-            log.info("Redis pub/sub reconnected; %d channels re-subscribed", len(keys) - 1)
+            log.info("Redis pub/sub reconnected; %d channels re-subscribed", len(sent))
         self._connected_once = True
         self._healthy = True
 

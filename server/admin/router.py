@@ -11,13 +11,14 @@ from server.errors import NotFound
 from server.users import repository
 from server.users.schemas import PublicUser
 from server.users.service import public_view
+from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
 
 @router.post("/users/{user_id}/verify", response_model=PublicUser)
 async def verify_user(
-    user_id: int, _: AdminUser, session: SessionDep, cache: CacheDep
+    user_id: PathId, _: AdminUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     """Mark a user as a verified driver (REQUIRE_VERIFIED_DRIVERS)."""
     user = await repository.get(session, user_id)

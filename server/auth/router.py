@@ -7,6 +7,7 @@ from fastapi import APIRouter, Form, Response, status
 from server.auth.schemas import RefreshIn, RegisterIn, TicketOut, TokenPair
 from server.deps import AccessClaims, AuthDep, AuthRateLimit, SessionDep
 from server.users.schemas import Me
+from server.validation import Text
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[AuthRateLimit])
 
@@ -18,8 +19,8 @@ async def register(data: RegisterIn, auth: AuthDep, session: SessionDep) -> obje
 
 @router.post("/token", response_model=TokenPair)
 async def token(
-    username: Annotated[str, Form(min_length=1, max_length=320)],
-    password: Annotated[str, Form(min_length=1, max_length=128)],
+    username: Annotated[Text, Form(min_length=1, max_length=320)],
+    password: Annotated[Text, Form(min_length=1, max_length=128)],
     auth: AuthDep,
     session: SessionDep,
 ) -> TokenPair:

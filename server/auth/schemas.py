@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from server.validation import Text
+
 PHONE_PATTERN = r"^\+?[0-9][0-9 ()-]{4,30}$"
 
 
@@ -9,8 +11,8 @@ class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: EmailStr
-    password: str = Field(min_length=8, max_length=128)
-    display_name: str = Field(min_length=1, max_length=80)
+    password: Text = Field(min_length=8, max_length=128)
+    display_name: Text = Field(min_length=1, max_length=80)
     phone: str | None = Field(default=None, pattern=PHONE_PATTERN)
 
 

@@ -8,6 +8,7 @@ from server.bookings import service
 from server.bookings.schemas import BookingOut, BookingPage
 from server.bookings.service import booking_view
 from server.deps import CacheDep, CurrentUser, SessionDep
+from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1/bookings", tags=["bookings"])
 
@@ -25,18 +26,18 @@ async def my_bookings(
 
 @router.post("/{booking_id}/confirm", response_model=BookingOut)
 async def confirm(
-    booking_id: int, user: CurrentUser, session: SessionDep, cache: CacheDep
+    booking_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.confirm(session, cache, user, booking_id)
 
 
 @router.post("/{booking_id}/reject", response_model=BookingOut)
-async def reject(booking_id: int, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+async def reject(booking_id: PathId, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
     return await service.reject(session, user, booking_id)
 
 
 @router.post("/{booking_id}/cancel", response_model=BookingOut)
 async def cancel(
-    booking_id: int, user: CurrentUser, session: SessionDep, cache: CacheDep
+    booking_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.cancel(session, cache, user, booking_id)

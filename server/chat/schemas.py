@@ -4,13 +4,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.validation import Text
+
 MAX_BODY = 2000
 
 
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    body: str = Field(min_length=1, max_length=MAX_BODY)
+    body: Text = Field(min_length=1, max_length=MAX_BODY)
 
 
 class MessageOut(BaseModel):

@@ -58,9 +58,9 @@ async def history(
 
 async def post(session: AsyncSession, user_id: int, ride_id: int, body: str) -> dict[str, Any]:
     """Store a message and append `message.created` on the chat channel. Does not commit."""
-    if not body.strip() or len(body) > MAX_BODY:
+    if not body.strip() or len(body) > MAX_BODY or "\x00" in body:
         raise ValidationFailed(
-            f"body must be 1..{MAX_BODY} characters and not blank",
+            f"body must be 1..{MAX_BODY} characters, not blank, without NUL",
             details=[{"field": "body.body", "message": "1..2000 characters, not blank"}],
         )
     ride = await _member_ride(session, user_id, ride_id)

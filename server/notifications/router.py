@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from server.deps import CurrentUser, SessionDep
 from server.notifications import service
 from server.notifications.schemas import NotificationOut, NotificationPage, ReadAll
+from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 
@@ -30,6 +31,6 @@ async def read_all(user: CurrentUser, session: SessionDep) -> ReadAll:
 
 
 @router.post("/{notification_id}/read", response_model=NotificationOut)
-async def read(notification_id: int, user: CurrentUser, session: SessionDep) -> NotificationOut:
+async def read(notification_id: PathId, user: CurrentUser, session: SessionDep) -> NotificationOut:
     note = await service.mark_read(session, user.id, notification_id)
     return NotificationOut.model_validate(note)

@@ -4,13 +4,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.validation import BodyId, Text
+
 
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    target_id: int = Field(ge=1)
+    target_id: BodyId
     stars: int = Field(ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: Text | None = Field(default=None, max_length=2000)
 
 
 class ReviewOut(BaseModel):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Float, cast, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import Review, User
+from models import Review, Ride, User
 from server.cache import Cache, profile_key
 from server.db import on_commit
 from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -59,10 +59,17 @@ async def create(
             await session.flush()
     except IntegrityError as exc:
         raise Conflict("You have already reviewed this participant for this ride") from exc
+    avg = (
+        await session.execute(
+            update(User)
+            .where(User.id == data.target_id)
+            .values(rating_sum=User.rating_sum + data.stars, rating_count=User.rating_count + 1)
+            .returning(cast(User.rating_sum, Float) / User.rating_count)
+        )
+    ).scalar_one()
+    # Search sorts and filters by the driver's rating on the ride rows (indexed).
     await session.execute(
-        update(User)
-        .where(User.id == data.target_id)
-        .values(rating_sum=User.rating_sum + data.stars, rating_count=User.rating_count + 1)
+        update(Ride).where(Ride.driver_id == data.target_id).values(driver_rating=avg)
     )
     await session.refresh(review)
     view = review_view(review)

@@ -20,6 +20,7 @@ from server.rides import search as ride_search
 from server.rides import service
 from server.rides.schemas import RideIn, RideKind, RideOut, RidePage, RidePatch, RideStatus
 from server.rides.views import ride_view
+from server.validation import MAX_ID, PathId, Text
 
 router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
 
@@ -50,8 +51,8 @@ async def search_rides(
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
-    origin: Annotated[str | None, Query(max_length=200)] = None,
-    destination: Annotated[str | None, Query(max_length=200)] = None,
+    origin: Annotated[Text | None, Query(max_length=200)] = None,
+    destination: Annotated[Text | None, Query(max_length=200)] = None,
     departure_from: AwareDatetime | None = None,
     departure_to: AwareDatetime | None = None,
     min_seats: Annotated[int | None, Query(ge=1, le=8)] = None,
@@ -99,7 +100,7 @@ async def search_rides(
 
 @router.get("/{ride_id}", response_model=RideOut)
 async def get_ride(
-    ride_id: int, response: Response, _: CurrentUser, session: SessionDep, cache: CacheDep
+    ride_id: PathId, response: Response, _: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     view = await service.detail(session, cache, ride_id)
     response.headers["ETag"] = f'"{view["version"]}"'
@@ -108,7 +109,7 @@ async def get_ride(
 
 @router.patch("/{ride_id}", response_model=RideOut)
 async def update_ride(
-    ride_id: int,
+    ride_id: PathId,
     patch: RidePatch,
     response: Response,
     user: CurrentUser,
@@ -123,28 +124,28 @@ async def update_ride(
 
 @router.post("/{ride_id}/cancel", response_model=RideOut)
 async def cancel_ride(
-    ride_id: int, user: CurrentUser, session: SessionDep, cache: CacheDep
+    ride_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.transition(session, cache, user, ride_id, "cancel")
 
 
 @router.post("/{ride_id}/start", response_model=RideOut)
 async def start_ride(
-    ride_id: int, user: CurrentUser, session: SessionDep, cache: CacheDep
+    ride_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.transition(session, cache, user, ride_id, "start")
 
 
 @router.post("/{ride_id}/complete", response_model=RideOut)
 async def complete_ride(
-    ride_id: int, user: CurrentUser, session: SessionDep, cache: CacheDep
+    ride_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.transition(session, cache, user, ride_id, "complete")
 
 
 @router.post("/{ride_id}/bookings", status_code=201, response_model=BookingOut, responses=CREATED)
 async def book(
-    ride_id: int,
+    ride_id: PathId,
     data: BookingIn,
     request: Request,
     user: CurrentUser,
@@ -164,7 +165,7 @@ async def book(
 
 @router.get("/{ride_id}/bookings", response_model=BookingPage)
 async def ride_bookings(
-    ride_id: int,
+    ride_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -176,10 +177,10 @@ async def ride_bookings(
 
 @router.get("/{ride_id}/messages", response_model=MessagePage)
 async def messages(
-    ride_id: int,
+    ride_id: PathId,
     user: CurrentUser,
     session: SessionDep,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
     """Newest first; page back with `before=<oldest id seen>`."""
@@ -189,7 +190,7 @@ async def messages(
 
 @router.post("/{ride_id}/messages", status_code=201, response_model=MessageOut, responses=CREATED)
 async def post_message(
-    ride_id: int,
+    ride_id: PathId,
     data: MessageIn,
     request: Request,
     user: CurrentUser,
@@ -204,7 +205,7 @@ async def post_message(
 
 @router.post("/{ride_id}/reviews", status_code=201, response_model=ReviewOut, responses=CREATED)
 async def review(
-    ride_id: int,
+    ride_id: PathId,
     data: ReviewIn,
     request: Request,
     user: CurrentUser,

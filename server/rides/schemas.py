@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from server.validation import Text
+
 RideKind = Literal["ride", "taxi_share"]
 RideStatus = Literal["scheduled", "started", "completed", "cancelled"]
 Place = str
@@ -39,13 +41,13 @@ class _RideFields(BaseModel):
 
 
 class RideIn(_RideFields):
-    origin: str = Field(min_length=1, max_length=200)
-    destination: str = Field(min_length=1, max_length=200)
+    origin: Text = Field(min_length=1, max_length=200)
+    destination: Text = Field(min_length=1, max_length=200)
     departure_at: AwareDatetime
     seats_total: int = Field(ge=1, le=8)
     price: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=2)
     currency: str = Field(default="RUB", pattern=r"^[A-Za-z]{3}$")
-    notes: str | None = Field(default=None, max_length=2000)
+    notes: Text | None = Field(default=None, max_length=2000)
     kind: RideKind = "ride"
     instant_booking: bool = False
     origin_point: Point | None = None
@@ -53,13 +55,13 @@ class RideIn(_RideFields):
 
 
 class RidePatch(_RideFields):
-    origin: str | None = Field(default=None, min_length=1, max_length=200)
-    destination: str | None = Field(default=None, min_length=1, max_length=200)
+    origin: Text | None = Field(default=None, min_length=1, max_length=200)
+    destination: Text | None = Field(default=None, min_length=1, max_length=200)
     departure_at: AwareDatetime | None = None
     seats_total: int | None = Field(default=None, ge=1, le=8)
     price: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=2)
     currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
-    notes: str | None = Field(default=None, max_length=2000)
+    notes: Text | None = Field(default=None, max_length=2000)
     instant_booking: bool | None = None
     origin_point: Point | None = None
     destination_point: Point | None = None

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Float, Select, and_, cast, func, literal, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -64,9 +64,7 @@ def parse_near(value: str | None, radius_km: float, field: str) -> Near | None:
 
 
 def _rating() -> ColumnElement[Any]:
-    return func.coalesce(
-        cast(User.rating_sum, Float) / func.nullif(User.rating_count, 0), literal(0.0)
-    )
+    return Ride.driver_rating  # type: ignore[return-value]
 
 
 def _sort_key(sort: Sort) -> ColumnElement[Any]:

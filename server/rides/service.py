@@ -53,6 +53,7 @@ async def create(
         notes=data.notes,
         # A taxi_share group has no driver to confirm requests: joining is instant.
         instant_booking=True if data.kind == "taxi_share" else data.instant_booking,
+        driver_rating=driver.rating_sum / driver.rating_count if driver.rating_count else 0.0,
     )
     _set_points(ride, data.model_dump(exclude_unset=True))
     session.add(ride)

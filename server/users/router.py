@@ -10,6 +10,7 @@ from server.reviews.schemas import ReviewPage
 from server.reviews.service import review_view
 from server.users import service
 from server.users.schemas import Me, MePatch, PublicUser
+from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -28,14 +29,14 @@ async def patch_me(
 
 @router.get("/{user_id}", response_model=PublicUser)
 async def get_user(
-    user_id: int, _: CurrentUser, session: SessionDep, cache: CacheDep
+    user_id: PathId, _: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.public_profile(session, cache, user_id)
 
 
 @router.get("/{user_id}/reviews", response_model=ReviewPage)
 async def user_reviews(
-    user_id: int,
+    user_id: PathId,
     _: CurrentUser,
     session: SessionDep,
     cursor: Annotated[str | None, Query(max_length=512)] = None,

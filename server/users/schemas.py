@@ -5,6 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.auth.schemas import PHONE_PATTERN
+from server.validation import Text
 
 
 class PublicUser(BaseModel):
@@ -30,6 +31,6 @@ class Me(PublicUser):
 class MePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    display_name: str | None = Field(default=None, min_length=1, max_length=80)
+    display_name: Text | None = Field(default=None, min_length=1, max_length=80)
     phone: str | None = Field(default=None, pattern=PHONE_PATTERN)
-    bio: str | None = Field(default=None, max_length=1000)
+    bio: Text | None = Field(default=None, max_length=1000)
