@@ -19,17 +19,17 @@ from server.errors import Forbidden, Unauthorized
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/token")
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _auth(request: Request) -> AuthService:
+async def _auth(request: Request) -> AuthService:
     auth: AuthService = request.app.state.auth
     return auth
 
 
-def _cache(request: Request) -> Cache:
+async def _cache(request: Request) -> Cache:
     cache: Cache = request.app.state.cache
     return cache
 
@@ -41,7 +41,7 @@ AuthDep = Annotated[AuthService, Depends(_auth)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _token(credentials: Credentials) -> str:
+async def _token(credentials: Credentials) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Missing bearer token")
     return credentials.credentials
