@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/search.py [--rides 100000] [--clients 50] [--seconds 20]
 
-Creates a throwaway database, seeds it with `kuda seed`, starts one `kuda serve`, runs a mix of
-realistic searches for a fixed time and prints server-side p50/p95/p99 (from the
-`Server-Timing` header) and client-side figures, then EXPLAIN ANALYZE of the main query shapes.
-Stops by itself and removes its database."""
+Creates a throwaway database, seeds it with `kuda seed`, starts one `kuda serve`, prints
+EXPLAIN ANALYZE of the app's own SQL for the main query shapes, then runs a mix of realistic
+searches twice, side by side: "closed" (each client sends its next search as soon as the last
+answers: saturation) and "paced" (each client pauses --think seconds between searches, about what
+50 people browsing do). Server-side figures come from the `Server-Timing` header. Stops by itself
+and removes its database."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,8 +31,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.migrate import upgrade  # noqa: E402
-from tests.procs import Server, kuda_env  # noqa: E402
+from server.migrate import upgrade
+from tests.procs import Server, kuda_env
 
 ADMIN = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "bench-secret-" + "s" * 40
@@ -45,9 +48,10 @@ def queries(rng: random.Random) -> dict[str, Any]:
         return {"origin": rng.choice(PLACES)[:5].lower(), "destination": rng.choice(PLACES)}
     if kind == 2:
         start = now + timedelta(days=rng.randrange(0, 14))
+        end = start + timedelta(days=1)
         return {
             "departure_from": start.isoformat(),
-            "departure_to": (start + timedelta(days=1)).isoformat(),
+            "departure_to": end.isoformat(),
             "min_seats": 2,
         }
     if kind == 3:
@@ -58,21 +62,21 @@ def queries(rng: random.Random) -> dict[str, Any]:
 
 
 async def client(
-    base: str, token: str, seed: int, until: float, out: list[float], wall: list[float]
+    base: str, token: str, seed: int, until: float, think_s: float, out: list[float]
 ) -> None:
     rng = random.Random(seed)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
         while time.monotonic() < until:
-            t = time.perf_counter()
             r = await http.get("/api/v1/rides", params=queries(rng))
-            wall.append((time.perf_counter() - t) * 1000)
             r.raise_for_status()
             out.append(float(r.headers["server-timing"].split("dur=")[1]))
+            if think_s:
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * think_s)
 
 
-def pct(values: list[float], p: float) -> float:
-    return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
+def pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else values[0]
 
 
 def _explained() -> dict[str, str]:
@@ -98,12 +102,34 @@ def _explained() -> dict[str, str]:
 async def explain(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("ANALYZE")
         for name, sql in _explained().items():
             plan = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql)
             print(f"\n-- {name}\n" + "\n".join(r[0] for r in plan))
     finally:
         await conn.close()
+
+
+async def run(
+    base: str, token: str, clients: int, seconds: float, think_s: float, label: str
+) -> None:
+    server_ms: list[float] = []
+    until = time.monotonic() + seconds
+    await asyncio.gather(
+        *(client(base, token, i, until, think_s, server_ms) for i in range(clients))
+    )
+    p50, p95, p99 = (pct(server_ms, p) for p in (50, 95, 99))
+    rate = len(server_ms) / seconds
+    print(
+        f"{label:<28} {len(server_ms):>7} {rate:>7.0f}/s  "
+        f"p50 {p50:6.1f}  p95 {p95:6.1f}  p99 {p99:6.1f}"
+    )
+
+
+def seed(env: dict[str, str], rides: int, users: int) -> None:
+    args = ["seed", "--rides", str(rides), "--users", str(users)]
+    subprocess.run(
+        [sys.executable, "-m", "server", *args], env=env, cwd=ROOT, check=True, capture_output=True
+    )
 
 
 async def main() -> None:
@@ -112,6 +138,7 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--think", type=float, default=0.5, help="paced run: mean pause, s")
     args = parser.parse_args()
     name = f"kuda_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN)
@@ -123,41 +150,23 @@ async def main() -> None:
         env = kuda_env(DATABASE_URL=url, JWT_SECRET=SECRET, LOG_LEVEL="warning",
                        PASSWORD_HASH_TIME_COST="1", PASSWORD_HASH_MEMORY_KIB="1024")  # fmt: skip
         t = time.perf_counter()
-        seed = ["seed", "--rides", str(args.rides), "--users", str(args.users)]
-        subprocess.run(
-            [sys.executable, "-m", "server", *seed],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
+        await asyncio.to_thread(seed, env, args.rides, args.users)
         print(f"seeded {args.rides} rides in {time.perf_counter() - t:.1f} s")
         await explain(url)
-        server = Server(env, Path("/tmp") / f"{name}.log")
+        server = Server(env, Path(tempfile.gettempdir()) / f"{name}.log")
         await asyncio.to_thread(server.wait_ready)
         async with httpx.AsyncClient(base_url=server.base_url) as http:
-            r = await http.post(
-                "/api/v1/auth/token",
-                data={"username": "user0@demo.kuda.example", "password": "kuda-demo-password"},
-            )
-            token = r.json()["access_token"]
-        server_ms: list[float] = []
-        wall_ms: list[float] = []
-        until = time.monotonic() + args.seconds
-        await asyncio.gather(
-            *(
-                client(server.base_url, token, i, until, server_ms, wall_ms)
-                for i in range(args.clients)
-            )
-        )
-        print(f"\n{len(server_ms)} searches by {args.clients} concurrent clients in {args.seconds:.0f} s "
-              f"({len(server_ms) / args.seconds:.0f}/s)")  # fmt: skip
-        print(
-            f"server-side ms: p50 {pct(server_ms, 50):.1f}  p95 {pct(server_ms, 95):.1f}  p99 {pct(server_ms, 99):.1f}"
-        )
-        print(
-            f"client-side ms: p50 {pct(wall_ms, 50):.1f}  p95 {pct(wall_ms, 95):.1f}  p99 {pct(wall_ms, 99):.1f}"
-        )
+            login = {"username": "user0@demo.kuda.example", "password": "kuda-demo-password"}
+            token = (await http.post("/api/v1/auth/token", data=login)).json()["access_token"]
+            for _ in range(50):  # warm up
+                await http.get("/api/v1/rides", headers={"Authorization": f"Bearer {token}"})
+        print(f"\n{args.clients} concurrent clients, {args.seconds:.0f} s each run; server-side ms")
+        print(f"{'run':<28} {'searches':>7} {'rate':>9}")
+        for think, label in (
+            (0.0, "closed (saturation)"),
+            (args.think, f"paced ({args.think} s think)"),
+        ):
+            await run(server.base_url, token, args.clients, args.seconds, think, label)
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)

@@ -15,6 +15,7 @@ from server.chat import service as chat
 from server.chat.schemas import MessageIn, MessageOut, MessagePage
 from server.chat.service import message_view
 from server.deps import CacheDep, CurrentUser, IdempotencyKey, SessionDep, SettingsDep
+from server.pagination import decode_id_cursor
 from server.reviews import service as reviews
 from server.reviews.schemas import ReviewIn, ReviewOut
 from server.rides import search as ride_search
@@ -183,9 +184,12 @@ async def messages(
     user: CurrentUser,
     session: SessionDep,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
-    """Newest first; page back with `before=<oldest id seen>`."""
+    """Newest first; page back with `before=<oldest id seen>` or `cursor=<next_cursor>`."""
+    if cursor is not None:
+        before = min(before or MAX_ID, decode_id_cursor(cursor))
     page = await chat.history(session, user, ride_id, before, limit)
     return {"items": [message_view(m) for m in page.items], "next_cursor": page.next_cursor}
 

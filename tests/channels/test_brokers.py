@@ -248,7 +248,8 @@ async def test_redis_restart_reconnects_resubscribes_and_resyncs(
 
 
 async def test_publish_works_again_once_reconnected(redis_process: RedisProcess) -> None:
-    # Regression (fixed): after a Redis restart, RedisBroker reports `healthy` (its listener reconnected) but
+    # Regression (fixed): after a Redis restart, RedisBroker reported `healthy` (listener
+    # reconnected) but
     # `publish` raises BrokerUnavailable("Connection closed by server.") on every pooled
     # connection that was idle during the outage. redis-py 8.1's pool skips its stale-socket
     # check in `ensure_connection` when maintenance notifications are on ("auto", the default
@@ -292,7 +293,8 @@ async def test_subscribe_during_an_outage_becomes_active_on_reconnect(
 
 
 async def test_subscribe_while_reconnecting_is_not_lost(redis_process: RedisProcess) -> None:
-    # Regression (fixed): RedisBroker._connect() snapshots `self._channels` before its awaits and only then sets
+    # Regression (fixed): RedisBroker._connect() snapshotted `self._channels` before its awaits
+    # and only then set
     # `_healthy = True`; a `subscribe()` that runs in between sees `healthy` False, returns as
     # "recorded" and is never sent to Redis: that channel gets no live message until the next
     # reconnect (base.Broker.subscribe promises it "becomes active on reconnect").

@@ -215,7 +215,8 @@ async def test_an_exception_in_a_transaction_block_publishes_nothing(
 async def test_closing_a_session_forgets_its_uncommitted_events(
     maker: Maker, sink: Sink, db_conn: asyncpg.Connection
 ) -> None:
-    # Regression (fixed): channels/outbox.py forgets pending events only in `after_soft_rollback`. Closing a
+    # Fixed regression: channels/outbox.py forgets pending events only in `after_soft_rollback`.
+    # Closing a
     # session with its transaction open (`AsyncSession.close()`, also what `async with maker()`
     # does on the way out) rolls the transaction back WITHOUT firing `after_soft_rollback`, so
     # the rolled-back events stay in `session.info["kuda.pending"]`. SQLAlchemy lets a closed
@@ -283,7 +284,8 @@ async def test_a_released_savepoint_keeps_its_events(maker: Maker, sink: Sink) -
     assert sink.seqs("ride:1") == [1, 2, 3]
 
 
-# Regression (fixed): SQLAlchemy dispatches `after_commit` when a SAVEPOINT is released, not only when the
+# Fixed regression: SQLAlchemy dispatches `after_commit` when a SAVEPOINT is released, not only when
+# the
 # outermost transaction commits (orm/session.py SessionTransaction.commit: `if self._parent is
 # None or self.nested: ... dispatch.after_commit`). channels/outbox.py `_after_commit` does not
 # check for that, so releasing a savepoint hands every event pending in the session (the outer
@@ -296,7 +298,7 @@ async def test_a_released_savepoint_keeps_its_events(maker: Maker, sink: Sink) -
 async def test_releasing_a_savepoint_hands_over_nothing_before_commit(
     maker: Maker, sink: Sink
 ) -> None:
-    # Regression (fixed): see above; the sink already holds `outer` and `inner` before the commit.
+    # Fixed regression: see above; the sink already holds `outer` and `inner` before the commit.
     async with bound(maker, sink) as s:
         await events.append(s, "ride:1", "outer", {})
         async with s.begin_nested():
@@ -309,7 +311,7 @@ async def test_releasing_a_savepoint_hands_over_nothing_before_commit(
 async def test_nested_savepoints_roll_back_with_their_parent(
     maker: Maker, sink: Sink, db_conn: asyncpg.Connection
 ) -> None:
-    # Regression (fixed): see above; releasing `inner` publishes `kept`, `dropped`, `dropped` at once.
+    # Fixed regression: see above; releasing `inner` publishes `kept`, `dropped`, `dropped` at once.
     async with bound(maker, sink) as s:
         await events.append(s, "ride:1", "kept", {})
         outer = await s.begin_nested()
@@ -327,7 +329,7 @@ async def test_nested_savepoints_roll_back_with_their_parent(
 async def test_a_released_savepoint_in_a_rolled_back_transaction_publishes_nothing(
     maker: Maker, sink: Sink, db_conn: asyncpg.Connection
 ) -> None:
-    # Regression (fixed): see above; the sink gets seq 1 and 2, which never committed.
+    # Fixed regression: see above; the sink gets seq 1 and 2, which never committed.
     async with bound(maker, sink) as s:
         await events.append(s, "ride:1", "e", {})
         async with s.begin_nested():
