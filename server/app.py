@@ -22,7 +22,7 @@ from server.bookings.router import router as bookings_router
 from server.cache import Cache, NoCache, RedisCache
 from server.channels_api import router as channels_router
 from server.config import Settings
-from server.db import create_engine, create_sessionmaker
+from server.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from server.errors import install_error_handlers
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.notifications.router import router as notifications_router
@@ -82,10 +82,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.read_sessionmaker = create_read_sessionmaker(engine)
     app.state.redis = redis
     app.state.auth = auth = _auth_service(settings, redis)
     app.state.realtime = realtime = create_realtime(settings, auth, app.state.sessionmaker)
-    channel_policy.register(realtime.registry, app.state.sessionmaker)
+    channel_policy.register(realtime.registry, app.state.sessionmaker, app.state.read_sessionmaker)
     app.state.cache = _cache(settings, redis)
     await realtime.start()
     try:

@@ -20,14 +20,18 @@ _CODES = {
 }
 
 
-def register(registry: ChannelRegistry, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+def register(
+    registry: ChannelRegistry,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    read_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
     async def ride_rule(user_id: int, params: Params) -> Access:
-        async with sessionmaker() as session:
+        async with read_sessionmaker() as session:
             ride = await session.get(Ride, int(params["id"]))
         return Access.ALLOW if ride is not None else Access.NOT_FOUND
 
     async def chat_rule(user_id: int, params: Params) -> Access:
-        async with sessionmaker() as session:
+        async with read_sessionmaker() as session:
             ride = await session.get(Ride, int(params["id"]))
             if ride is None:
                 return Access.NOT_FOUND

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from channels import ChannelError, Realtime, events
-from server.deps import CurrentUser, SessionDep
+from server.deps import ReadSessionDep, UserId
 from server.errors import AppError
 
 router = APIRouter(tags=["realtime"])
@@ -32,8 +32,8 @@ def channel_error(exc: ChannelError) -> AppError:
 async def replay(
     channel: str,
     request: Request,
-    user: CurrentUser,
-    session: SessionDep,
+    user_id: UserId,
+    session: ReadSessionDep,
     since: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
@@ -44,7 +44,7 @@ async def replay(
         if not resolved.durable:
             raise AppError(f"{channel} is live only: nothing to replay")
         state = await events.state(session, channel)
-        await realtime.registry.authorize(user.id, resolved)
+        await realtime.registry.authorize(user_id, resolved)
     except ChannelError as exc:
         raise channel_error(exc) from exc
     recovered = state.trimmed <= since <= state.head

@@ -30,6 +30,13 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for read-only requests: autocommit, so no BEGIN/ROLLBACK round trips."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
+
+
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
@@ -38,6 +45,13 @@ async def ping(engine: AsyncEngine) -> None:
 async def session_dependency(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
     """A request's session. Services commit; whatever is left uncommitted is rolled back."""
     maker: async_sessionmaker[AsyncSession] = conn.app.state.sessionmaker
+    async with maker() as session:
+        yield session
+
+
+async def read_session_dependency(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    """A read-only request's session: each statement runs on its own (autocommit)."""
+    maker: async_sessionmaker[AsyncSession] = conn.app.state.read_sessionmaker
     async with maker() as session:
         yield session
 

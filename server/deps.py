@@ -13,7 +13,7 @@ from server.auth.service import AuthService
 from server.auth.tokens import InvalidToken, TokenClaims
 from server.cache import Cache
 from server.config import Settings
-from server.db import session_dependency
+from server.db import read_session_dependency, session_dependency
 from server.errors import Forbidden, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/token")
@@ -37,6 +37,7 @@ async def _cache(request: Request) -> Cache:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 CacheDep = Annotated[Cache, Depends(_cache)]
 SessionDep = Annotated[AsyncSession, Depends(session_dependency)]
+ReadSessionDep = Annotated[AsyncSession, Depends(read_session_dependency)]
 AuthDep = Annotated[AuthService, Depends(_auth)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
@@ -71,7 +72,13 @@ async def _admin(user: Annotated[User, Depends(_current_user)]) -> User:
     return user
 
 
+async def _user_id(claims: Annotated[TokenClaims, Depends(_claims)]) -> int:
+    return claims.user_id
+
+
 AccessClaims = Annotated[TokenClaims, Depends(_claims)]
+UserId = Annotated[int, Depends(_user_id)]
+"""The caller's id from a valid access token, without loading the account (read endpoints)."""
 AdminUser = Annotated[User, Depends(_admin)]
 CurrentUser = Annotated[User, Depends(_current_user)]
 AuthRateLimit = Depends(_client_ip_limit)

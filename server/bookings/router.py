@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from server.bookings import service
 from server.bookings.schemas import BookingOut, BookingPage
 from server.bookings.service import booking_view
-from server.deps import CacheDep, CurrentUser, SessionDep
+from server.deps import CacheDep, CurrentUser, ReadSessionDep, SessionDep, UserId
 from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1/bookings", tags=["bookings"])
@@ -15,12 +15,12 @@ router = APIRouter(prefix="/api/v1/bookings", tags=["bookings"])
 
 @router.get("", response_model=BookingPage)
 async def my_bookings(
-    user: CurrentUser,
-    session: SessionDep,
+    user_id: UserId,
+    session: ReadSessionDep,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
-    page = await service.mine(session, user, cursor, limit)
+    page = await service.mine(session, user_id, cursor, limit)
     return {"items": [booking_view(b) for b in page.items], "next_cursor": page.next_cursor}
 
 

@@ -246,16 +246,18 @@ async def cancel_for_ride(session: AsyncSession, ride: Ride, driver: User) -> No
         await _cancel(session, None, ride, booking, by=driver.id, notify_ids=notify_ids)
 
 
-async def mine(session: AsyncSession, user: User, cursor: str | None, limit: int) -> Page[Booking]:
-    stmt = select(Booking).where(Booking.passenger_id == user.id)
+async def mine(
+    session: AsyncSession, user_id: int, cursor: str | None, limit: int
+) -> Page[Booking]:
+    stmt = select(Booking).where(Booking.passenger_id == user_id)
     return await _page(session, stmt, cursor, limit)
 
 
 async def for_ride(
-    session: AsyncSession, user: User, ride_id: int, cursor: str | None, limit: int
+    session: AsyncSession, user_id: int, ride_id: int, cursor: str | None, limit: int
 ) -> Page[Booking]:
     ride = await rides.load(session, ride_id)
-    if ride.driver_id != user.id:
+    if ride.driver_id != user_id:
         raise Forbidden("Only the driver sees a ride's bookings")
     return await _page(session, select(Booking).where(Booking.ride_id == ride_id), cursor, limit)
 

@@ -6,7 +6,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import channels
-from models import Booking, Message, Ride, User
+from models import Booking, Message, Ride
 from server import channel_names
 from server.chat.schemas import MAX_BODY
 from server.errors import Forbidden, ValidationFailed
@@ -45,9 +45,9 @@ async def _member_ride(session: AsyncSession, user_id: int, ride_id: int) -> Rid
 
 
 async def history(
-    session: AsyncSession, user: User, ride_id: int, before: int | None, limit: int
+    session: AsyncSession, user_id: int, ride_id: int, before: int | None, limit: int
 ) -> Page[Message]:
-    await _member_ride(session, user.id, ride_id)
+    await _member_ride(session, user_id, ride_id)
     stmt = select(Message).where(Message.ride_id == ride_id)
     if before is not None:
         stmt = stmt.where(Message.id < before)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server.deps import CurrentUser, SessionDep
+from server.deps import CurrentUser, ReadSessionDep, SessionDep, UserId
 from server.notifications import service
 from server.notifications.schemas import NotificationOut, NotificationPage, ReadAll
 from server.validation import PathId
@@ -14,13 +14,13 @@ router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 
 @router.get("", response_model=NotificationPage)
 async def list_notifications(
-    user: CurrentUser,
-    session: SessionDep,
+    user_id: UserId,
+    session: ReadSessionDep,
     unread: bool = False,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> NotificationPage:
-    page = await service.list_for(session, user.id, unread, cursor, limit)
+    page = await service.list_for(session, user_id, unread, cursor, limit)
     items = [NotificationOut.model_validate(n) for n in page.items]
     return NotificationPage(items=items, next_cursor=page.next_cursor)
 

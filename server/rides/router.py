@@ -14,7 +14,15 @@ from server.bookings.service import booking_view
 from server.chat import service as chat
 from server.chat.schemas import MessageIn, MessageOut, MessagePage
 from server.chat.service import message_view
-from server.deps import CacheDep, CurrentUser, IdempotencyKey, SessionDep, SettingsDep
+from server.deps import (
+    CacheDep,
+    CurrentUser,
+    IdempotencyKey,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+    UserId,
+)
 from server.pagination import decode_id_cursor
 from server.reviews import service as reviews
 from server.reviews.schemas import ReviewIn, ReviewOut
@@ -50,8 +58,8 @@ async def create_ride(
 
 @router.get("", response_model=RidePage, response_model_exclude_unset=True)
 async def search_rides(
-    user: CurrentUser,
-    session: SessionDep,
+    _: UserId,
+    session: ReadSessionDep,
     settings: SettingsDep,
     origin: Annotated[Text | None, Query(max_length=200)] = None,
     destination: Annotated[Text | None, Query(max_length=200)] = None,
@@ -103,7 +111,7 @@ async def search_rides(
 
 @router.get("/{ride_id}", response_model=RideOut)
 async def get_ride(
-    ride_id: PathId, response: Response, _: CurrentUser, session: SessionDep, cache: CacheDep
+    ride_id: PathId, response: Response, _: UserId, session: ReadSessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     view = await service.detail(session, cache, ride_id)
     response.headers["ETag"] = f'"{view["version"]}"'
@@ -169,20 +177,20 @@ async def book(
 @router.get("/{ride_id}/bookings", response_model=BookingPage)
 async def ride_bookings(
     ride_id: PathId,
-    user: CurrentUser,
-    session: SessionDep,
+    user_id: UserId,
+    session: ReadSessionDep,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
-    page = await bookings.for_ride(session, user, ride_id, cursor, limit)
+    page = await bookings.for_ride(session, user_id, ride_id, cursor, limit)
     return {"items": [booking_view(b) for b in page.items], "next_cursor": page.next_cursor}
 
 
 @router.get("/{ride_id}/messages", response_model=MessagePage)
 async def messages(
     ride_id: PathId,
-    user: CurrentUser,
-    session: SessionDep,
+    user_id: UserId,
+    session: ReadSessionDep,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
@@ -190,7 +198,7 @@ async def messages(
     """Newest first; page back with `before=<oldest id seen>` or `cursor=<next_cursor>`."""
     if cursor is not None:
         before = min(before or MAX_ID, decode_id_cursor(cursor))
-    page = await chat.history(session, user, ride_id, before, limit)
+    page = await chat.history(session, user_id, ride_id, before, limit)
     return {"items": [message_view(m) for m in page.items], "next_cursor": page.next_cursor}
 
 

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from server.deps import CacheDep, CurrentUser, SessionDep
+from server.deps import CacheDep, CurrentUser, ReadSessionDep, SessionDep, UserId
 from server.reviews import service as reviews
 from server.reviews.schemas import ReviewPage
 from server.reviews.service import review_view
@@ -29,7 +29,7 @@ async def patch_me(
 
 @router.get("/{user_id}", response_model=PublicUser)
 async def get_user(
-    user_id: PathId, _: CurrentUser, session: SessionDep, cache: CacheDep
+    user_id: PathId, _: UserId, session: ReadSessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.public_profile(session, cache, user_id)
 
@@ -37,8 +37,8 @@ async def get_user(
 @router.get("/{user_id}/reviews", response_model=ReviewPage)
 async def user_reviews(
     user_id: PathId,
-    _: CurrentUser,
-    session: SessionDep,
+    _: UserId,
+    session: ReadSessionDep,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
