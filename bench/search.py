@@ -5,8 +5,8 @@
 Creates a throwaway database, seeds it with `kuda seed`, starts one `kuda serve`, prints
 EXPLAIN ANALYZE of the app's own SQL for the main query shapes, then runs a mix of realistic
 searches twice, side by side: "closed" (each client sends its next search as soon as the last
-answers: saturation) and "paced" (each client pauses --think seconds between searches, about what
-50 people browsing do). Server-side figures come from the `Server-Timing` header. Stops by itself
+answers: saturation) and "paced" (each client pauses a random, exponentially distributed time with mean --think
+seconds between searches, about what 50 people browsing do). Server-side figures come from the `Server-Timing` header. Stops by itself
 and removes its database."""
 
 from __future__ import annotations
@@ -39,13 +39,16 @@ SECRET = "bench-secret-" + "s" * 40
 PLACES = ["Innopolis", "Kazan", "Kazan Airport", "Kazan Railway Station"]
 
 
-def queries(rng: random.Random) -> dict[str, Any]:
+KINDS = ("default", "route", "date window", "near origin, by price", "near destination", "rating")
+
+
+def queries(rng: random.Random, kind: int) -> dict[str, Any]:
     now = datetime.now(UTC)
-    kind = rng.randrange(6)
     if kind == 0:
         return {}
-    if kind == 1:
-        return {"origin": rng.choice(PLACES)[:5].lower(), "destination": rng.choice(PLACES)}
+    if kind == 1:  # a route between two different places, the origin typed partially
+        origin, destination = rng.sample(PLACES, 2)
+        return {"origin": origin[:5].lower(), "destination": destination}
     if kind == 2:
         start = now + timedelta(days=rng.randrange(0, 14))
         end = start + timedelta(days=1)
@@ -62,17 +65,20 @@ def queries(rng: random.Random) -> dict[str, Any]:
 
 
 async def client(
-    base: str, token: str, seed: int, until: float, think_s: float, out: list[float]
+    base: str, token: str, seed: int, until: float, think_s: float, out: list[tuple[int, float]]
 ) -> None:
     rng = random.Random(seed)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+        if think_s:  # independent arrivals: random start, exponential pauses (Poisson)
+            await asyncio.sleep(rng.uniform(0, think_s))
         while time.monotonic() < until:
-            r = await http.get("/api/v1/rides", params=queries(rng))
+            kind = rng.randrange(len(KINDS))
+            r = await http.get("/api/v1/rides", params=queries(rng, kind))
             r.raise_for_status()
-            out.append(float(r.headers["server-timing"].split("dur=")[1]))
+            out.append((kind, float(r.headers["server-timing"].split("dur=")[1])))
             if think_s:
-                await asyncio.sleep(rng.uniform(0.5, 1.5) * think_s)
+                await asyncio.sleep(rng.expovariate(1 / think_s))
 
 
 def pct(values: list[float], p: int) -> float:
@@ -112,17 +118,21 @@ async def explain(url: str) -> None:
 async def run(
     base: str, token: str, clients: int, seconds: float, think_s: float, label: str
 ) -> None:
-    server_ms: list[float] = []
+    samples: list[tuple[int, float]] = []
     until = time.monotonic() + seconds
-    await asyncio.gather(
-        *(client(base, token, i, until, think_s, server_ms) for i in range(clients))
-    )
+    await asyncio.gather(*(client(base, token, i, until, think_s, samples) for i in range(clients)))
+    server_ms = [ms for _, ms in samples]
     p50, p95, p99 = (pct(server_ms, p) for p in (50, 95, 99))
     rate = len(server_ms) / seconds
     print(
         f"{label:<28} {len(server_ms):>7} {rate:>7.0f}/s  "
         f"p50 {p50:6.1f}  p95 {p95:6.1f}  p99 {p99:6.1f}"
     )
+    for kind, name in enumerate(KINDS):
+        mine = [ms for k, ms in samples if k == kind]
+        if len(mine) > 1:
+            p50, p95 = pct(mine, 50), pct(mine, 95)
+            print(f"    {name:<24} {len(mine):>7}            p50 {p50:6.1f}  p95 {p95:6.1f}")
 
 
 def seed(env: dict[str, str], rides: int, users: int) -> None:
@@ -138,7 +148,8 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--think", type=float, default=0.5, help="paced run: mean pause, s")
+    parser.add_argument("--think", type=float, default=1.0, help="paced run: mean pause, s")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     args = parser.parse_args()
     name = f"kuda_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN)
@@ -148,7 +159,8 @@ async def main() -> None:
     try:
         await asyncio.to_thread(upgrade, url)
         env = kuda_env(DATABASE_URL=url, JWT_SECRET=SECRET, LOG_LEVEL="warning",
-                       PASSWORD_HASH_TIME_COST="1", PASSWORD_HASH_MEMORY_KIB="1024")  # fmt: skip
+                       PASSWORD_HASH_TIME_COST="1", PASSWORD_HASH_MEMORY_KIB="1024",
+                       **dict(e.split("=", 1) for e in args.env))  # fmt: skip
         t = time.perf_counter()
         await asyncio.to_thread(seed, env, args.rides, args.users)
         print(f"seeded {args.rides} rides in {time.perf_counter() - t:.1f} s")
@@ -158,8 +170,11 @@ async def main() -> None:
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             login = {"username": "user0@demo.kuda.example", "password": "kuda-demo-password"}
             token = (await http.post("/api/v1/auth/token", data=login)).json()["access_token"]
-            for _ in range(50):  # warm up
-                await http.get("/api/v1/rides", headers={"Authorization": f"Bearer {token}"})
+            for i in range(60):  # warm up
+                params = queries(random.Random(i), i % len(KINDS))
+                await http.get(
+                    "/api/v1/rides", params=params, headers={"Authorization": f"Bearer {token}"}
+                )
         print(f"\n{args.clients} concurrent clients, {args.seconds:.0f} s each run; server-side ms")
         print(f"{'run':<28} {'searches':>7} {'rate':>9}")
         for think, label in (

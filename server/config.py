@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     resync_interval_s: float = Field(default=5.0, gt=0)
     taxi_services: list[TaxiService] = []
     require_verified_drivers: bool = False
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod

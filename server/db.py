@@ -22,7 +22,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": "kuda"}},
+        connect_args={
+            "server_settings": {
+                "application_name": "kuda",
+                # asyncpg prepares every statement; PostgreSQL's generic plans ignore the
+                # actual values, which picks poor plans for search (docs/decisions.md D15).
+                "plan_cache_mode": "force_custom_plan",
+            }
+        },
     )
 
 
