@@ -5,9 +5,9 @@
 Creates a throwaway database, seeds it with `kuda seed`, starts one `kuda serve`, prints
 EXPLAIN ANALYZE of the app's own SQL for the main query shapes, then runs a mix of realistic
 searches twice, side by side: "closed" (each client sends its next search as soon as the last
-answers: saturation) and "paced" (each client pauses a random, exponentially distributed time with mean --think
-seconds between searches, about what 50 people browsing do). Server-side figures come from the `Server-Timing` header. Stops by itself
-and removes its database."""
+answers: saturation) and "paced" (each client pauses an exponentially distributed time, mean
+--think seconds, between searches: about what 50 people browsing do). Server-side figures come
+from the `Server-Timing` header. Stops by itself and removes its database."""
 
 from __future__ import annotations
 
