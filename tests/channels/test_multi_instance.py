@@ -215,3 +215,69 @@ async def _until(probe: Callable[[], Any], expected: str, timeout: float = 20) -
         while (value := await probe()) != expected:
             await asyncio.sleep(0.1)
     assert value == expected
+
+
+async def test_two_kuda_serve_processes_fan_out_rest_changes_through_redis(
+    cluster_factory: Callable[[str], Cluster], redis: Any
+) -> None:
+    """Both instances are `kuda serve` processes: changes made over REST on B reach sockets on
+    A once and in order; 1,000 chat messages arrive complete and ordered on both."""
+    from tests import services
+
+    cluster = cluster_factory(services.REDIS_URL)
+    a, b = await cluster.process("a"), await cluster.process("b")
+    ws_a, ws_b = f"ws://127.0.0.1:{a.port}/ws", f"ws://127.0.0.1:{b.port}/ws"
+    async with httpx.AsyncClient(base_url=b.base_url, timeout=30) as on_b:
+        driver, passenger = await signup(on_b), await signup(on_b)
+        body = {"origin": "Innopolis", "destination": "Kazan", "seats_total": 3,
+                "departure_at": "2030-01-01T08:00:00Z", "instant_booking": True}  # fmt: skip
+        ride = (await on_b.post("/api/v1/rides", json=body, headers=driver.headers)).json()
+        chat = f"ride:{ride['id']}:chat"
+        watcher_ctx, watcher = await _subscribed(ws_a, passenger.access_token, f"ride:{ride['id']}")
+        await watcher.expect("subscribed")
+        booking = await on_b.post(
+            f"/api/v1/rides/{ride['id']}/bookings", json={"seats": 1}, headers=passenger.headers
+        )
+        assert booking.status_code == 201
+        (confirmed,) = await watcher.events(1)
+        assert confirmed["event"] == "booking.confirmed" and confirmed["seq"] == 1
+        assert confirmed["data"]["seats_available"] == 2
+        contexts = []
+        sockets = []
+        for url, who in ((ws_a, driver), (ws_b, passenger)):
+            ctx, ws = await _subscribed(url, who.access_token, chat)
+            await ws.expect("subscribed")
+            contexts.append(ctx)
+            sockets.append(ws)
+        try:
+            readers = [asyncio.create_task(_messages(ws, 1000)) for ws in sockets]
+            lanes = asyncio.Semaphore(8)
+
+            async def post(i: int) -> None:
+                async with lanes:
+                    r = await on_b.post(
+                        f"/api/v1/rides/{ride['id']}/messages",
+                        json={"body": f"message {i}"},
+                        headers=driver.headers,
+                    )
+                    assert r.status_code == 201
+
+            await asyncio.gather(*(post(i) for i in range(1000)))
+            for reader in readers:
+                seqs, bodies = await reader
+                assert seqs == list(range(1, 1001))
+                assert sorted(bodies) == sorted(f"message {i}" for i in range(1000))
+            assert await watcher.silent(0.3)
+        finally:
+            for ctx in [watcher_ctx, *contexts]:
+                await ctx.__aexit__(None, None, None)
+
+
+async def _messages(ws: WsClient, n: int) -> tuple[list[int], list[str]]:
+    seqs, bodies = [], []
+    while len(seqs) < n:
+        frame = await ws.recv(timeout=30)
+        if frame["type"] == "event" and frame["event"] == "message.created":
+            seqs.append(frame["seq"])
+            bodies.append(frame["data"]["body"])
+    return seqs, bodies
