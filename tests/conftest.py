@@ -166,3 +166,16 @@ async def cluster_factory(
     yield make
     for cluster in clusters:
         await cluster.stop()
+
+
+@pytest.fixture
+async def live(live_factory: Callable[..., Any]) -> LiveServer:
+    """The app served by a real uvicorn in the test's loop (for WebSocket tests)."""
+    server: LiveServer = await live_factory()
+    return server
+
+
+@pytest.fixture
+async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.http) as client:
+        yield client

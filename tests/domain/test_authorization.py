@@ -3,25 +3,13 @@ over REST and over the socket (PROTOCOL.md sections 1 and 3)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import pytest
 
-from server.config import Settings
 from tests.domain.conftest import book, make_ride
 from tests.helpers import Account, assert_error, signup
 from tests.live import LiveServer, ws_connect
-
-
-@pytest.fixture
-async def live(settings_factory: Callable[..., Settings]) -> AsyncIterator[LiveServer]:
-    server = await LiveServer(settings_factory()).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def get_ride(client: httpx.AsyncClient, who: Account, ride_id: int) -> dict[str, Any]:

@@ -6,7 +6,6 @@ Members are the driver and passengers with confirmed bookings (PROTOCOL.md secti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,27 +13,11 @@ import asyncpg
 import httpx
 import pytest
 
-from server.config import Settings
 from tests.domain.conftest import book, make_ride
 from tests.helpers import Account, assert_error, signup
 from tests.live import LiveServer, WsClient, ws_connect
 
 MESSAGE_KEYS = {"id", "ride_id", "author_id", "body", "created_at"}
-
-
-@pytest.fixture
-async def live(settings_factory: Callable[..., Settings]) -> AsyncIterator[LiveServer]:
-    server = await LiveServer(settings_factory()).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live.http) as c:
-        yield c
 
 
 def messages_url(ride_id: int) -> str:

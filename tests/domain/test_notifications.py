@@ -4,28 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
-import pytest
 
-from server.config import Settings
 from tests.domain.conftest import book, make_ride
 from tests.helpers import Account, assert_error, signup
 from tests.live import LiveServer, ws_connect
 
 NOTE_KEYS = {"id", "kind", "data", "created_at", "read_at"}
-
-
-@pytest.fixture
-async def live(settings_factory: Callable[..., Settings]) -> AsyncIterator[LiveServer]:
-    server = await LiveServer(settings_factory()).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def notes(
