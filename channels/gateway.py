@@ -77,6 +77,9 @@ class Gateway:
             await _deny(websocket, denied)
             return
         await websocket.accept(subprotocol=subprotocol)
+        headers = websocket.scope.get("headers")
+        if isinstance(headers, list):
+            headers.clear()  # authenticated: the request headers are no longer needed
         conn = Connection(websocket, identity, self.config.limits, self._tallies)
         self._tallies.sockets += 1
         try:

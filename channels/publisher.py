@@ -91,7 +91,10 @@ class Publisher:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                await self._publish_batch()
+                try:
+                    await self._publish_batch()
+                except Exception:  # never let one bad batch stop publishing; the relay retries
+                    log.exception("publishing a batch failed; the relay will publish it")
 
     async def _publish_batch(self) -> None:
         batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]

@@ -51,6 +51,13 @@ class KudaWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None and not self.config.ws_per_message_deflate:
             scope["extensions"][EXTENSION] = RawWriter(self)
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # The handshake is done: drop what only it needed (a few KiB per idle socket).
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
+
     def close_now(self, code: int, reason: str = "") -> None:
         """Send a close frame now and end the connection even if the peer never reads: a
         socket that stopped reading is aborted after CLOSE_TIMEOUT_S."""

@@ -155,7 +155,7 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
     print(f"kuda: API docs at {base}/docs (OpenAPI at {base}/openapi.json)", file=sys.stderr)
     print(f"kuda: WebSocket at ws://{_display_host(args.host)}:{args.port}/ws", file=sys.stderr)
     uvicorn.run(
-        "server.app:create_app",
+        "server.app:create_asgi",
         factory=True,
         host=args.host,
         port=args.port,

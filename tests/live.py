@@ -12,7 +12,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from channels.transport import KudaWebSocketProtocol
-from server.app import create_app
+from server.app import KudaASGI, create_app
 from server.config import Settings
 from tests.procs import free_port
 
@@ -29,7 +29,7 @@ class LiveServer:
 
     async def start(self) -> LiveServer:
         config = uvicorn.Config(
-            self.app,
+            KudaASGI(self.app),
             host="127.0.0.1",
             port=self.port,
             ws=KudaWebSocketProtocol,
