@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ class Connection:
         "closed",
         "id",
         "identity",
+        "on_revoked",
         "subs",
         "user_id",
         "websocket",
@@ -63,6 +65,7 @@ class Connection:
         self.identity = identity
         self.user_id = identity.user_id
         self.subs: dict[str, Subscription] = {}
+        self.on_revoked: Callable[[str], None] | None = None
         self.closed = False
         self._limits = limits
         self._tallies = tallies
@@ -97,6 +100,8 @@ class Connection:
     def revoked(self, channel: str) -> None:
         self.subs.pop(channel, None)
         self.send(unsubscribed(channel, "forbidden"))
+        if self.on_revoked is not None:
+            self.on_revoked(channel)
 
     def _overflow(self) -> None:
         self._tallies.overflows += 1

@@ -7,6 +7,7 @@ over the size limit (1009, enforced by the protocol layer), and credential expir
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class Gateway:
         self._publish_ephemeral = publish_ephemeral
         self._metrics = metrics
         self._tallies = metrics.tallies
+        self._background: set[asyncio.Future[None]] = set()
 
     # Handshake ----------------------------------------------------------------------------
 
@@ -81,6 +83,7 @@ class Gateway:
         if isinstance(headers, list):
             headers.clear()  # authenticated: the request headers are no longer needed
         conn = Connection(websocket, identity, self.config.limits, self._tallies)
+        conn.on_revoked = lambda channel: self._revoked(conn, channel)
         self._tallies.sockets += 1
         try:
             conn.expire_at(identity)
@@ -243,6 +246,13 @@ class Gateway:
             if resolved.kind.presence:
                 await self._left(conn, op.channel)
         conn.send(protocol.unsubscribed(op.channel, client_id=op.id))
+
+    def _revoked(self, conn: Connection, channel: str) -> None:
+        """The hub dropped a subscription (access revoked): the others see the user leave."""
+        if self.registry.resolve(channel).kind.presence:
+            task = asyncio.ensure_future(self._left(conn, channel))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _left(self, conn: Connection, channel: str) -> None:
         await self._publish_ephemeral(
