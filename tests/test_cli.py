@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -143,3 +144,25 @@ async def test_create_admin_and_seed(
         "SELECT count(*) FROM rides WHERE status = 'scheduled' AND departure_at > now()"
     )
     assert future > 20
+
+
+@pytest.mark.slow
+async def test_production_mode_with_two_workers_serves_and_stops(
+    db: str, tmp_path: Path, redis: Any, redis_prefix: str
+) -> None:
+    env = kuda_env(
+        DATABASE_URL=db,
+        REDIS_URL=services.REDIS_URL,
+        REDIS_PREFIX=redis_prefix,
+        JWT_SECRET=JWT_SECRET,
+    )
+    server = Server(env, tmp_path / "workers.log", "--workers", "2")
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            for _ in range(4):  # whichever worker answers, it is ready on Redis
+                ready = (await http.get("/readyz")).json()
+                assert ready["dependencies"]["broker"] == {"status": "ok", "kind": "redis"}
+    finally:
+        assert await asyncio.to_thread(server.stop) == 0, server.log()
+    assert "Traceback" not in server.log()
