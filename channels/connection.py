@@ -42,10 +42,12 @@ class Connection:
         "_expiry",
         "_last",
         "_limits",
+        "_max_buffer",
         "_queue",
         "_raw",
         "_tallies",
         "_tokens",
+        "_transport",
         "_wake",
         "_writer",
         "closed",
@@ -71,6 +73,8 @@ class Connection:
         self._tallies = tallies
         extensions: dict[str, Any] = websocket.scope.get("extensions") or {}
         self._raw: RawWriter | None = extensions.get(EXTENSION)
+        self._transport = self._raw.transport if self._raw is not None else None
+        self._max_buffer = limits.max_buffer_bytes
         self._queue: deque[bytes] | None = None
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -82,14 +86,15 @@ class Connection:
     # Writing ------------------------------------------------------------------------------
 
     def push(self, frame: OutFrame) -> None:
-        raw = self._raw
-        if raw is not None:
-            if not raw.open:
+        """The fan-out hot path: one check of the transport, then a write of prebuilt bytes."""
+        transport = self._transport
+        if transport is not None:
+            if self.closed or transport.is_closing():
                 return
-            if raw.buffered() > self._limits.max_buffer_bytes:
+            if transport.get_write_buffer_size() > self._max_buffer:
                 self._overflow()
                 return
-            raw.write(frame.ws)
+            transport.write(frame.ws)
         else:
             self._enqueue(frame.payload)
         self._tallies.frames_out += 1

@@ -9,6 +9,7 @@ tests/channels/test_transport.py checks the attributes it uses.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -19,24 +20,15 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class RawWriter:
-    __slots__ = ("_proto",)
+    __slots__ = ("_proto", "transport")
 
     def __init__(self, proto: KudaWebSocketProtocol) -> None:
         self._proto = proto
-
-    @property
-    def open(self) -> bool:
-        p = self._proto
-        return p.handshake_complete and not (
-            p.close_sent or p.disconnected or p.transport.is_closing()
-        )
-
-    def buffered(self) -> int:
-        return int(self._proto.transport.get_write_buffer_size())
-
-    def write(self, frame: bytes) -> None:
-        """Write a complete WebSocket frame; the caller checked `open` and `buffered()`."""
-        self._proto.transport.write(frame)
+        # Every way uvicorn ends a connection after the handshake (peer close, keepalive
+        # timeout, shutdown, parser error, lost connection) closes this transport, so
+        # `transport.is_closing()` plus the connection's own `closed` flag is the fast-path
+        # check for "may still write".
+        self.transport: asyncio.Transport = proto.transport
 
     def close(self, code: int, reason: str = "") -> None:
         self._proto.close_now(code, reason)
