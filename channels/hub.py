@@ -132,10 +132,14 @@ class Hub:
         ch = self._channels.get(channel)
         if ch is None:
             ch = self._channels[channel] = _Channel(channel, durable)
-            ch.ready = asyncio.ensure_future(self.broker.subscribe(channel))
-        elif ch.linger is not None:
-            ch.linger.cancel()
-            ch.linger = None
+            ch.ready = asyncio.ensure_future(self._open(ch))
+        else:
+            if ch.linger is not None:
+                ch.linger.cancel()
+                ch.linger = None
+            ready = ch.ready
+            if ready is not None and ready.done() and not ready.cancelled() and ready.exception():
+                ch.ready = asyncio.ensure_future(self._open(ch))  # the last attempt failed
         sub = Subscription(subscriber, channel)
         ch.syncing.add(sub)
         self._tallies.subscriptions += 1
@@ -146,6 +150,21 @@ class Hub:
             self.detach(sub)
             raise
         return sub
+
+    async def _open(self, ch: _Channel) -> None:
+        """Subscribe upstream, then take the channel's head from PostgreSQL: from here on the
+        hub is live from that seq, and every subscriber syncs against it (its own read comes
+        later, so the events between the two reach it through its buffer)."""
+        await self.broker.subscribe(ch.name)
+        if not ch.durable or ch.last_seq is not None:
+            return
+        async with self._sessionmaker() as session:
+            state = await events.state(session, ch.name)
+        if ch.last_seq is None:
+            ch.last_seq = state.head
+            ch.acl = ch.want_acl = max(ch.acl, state.acl)
+            if ch.pending:
+                self._schedule_repair(ch)
 
     def activate(self, sub: Subscription, floor: int, acl: int) -> bool:
         """The subscriber has had everything up to `floor` (replay + ack): deliver what was

@@ -209,3 +209,35 @@ async def test_metrics_expose_the_realtime_layer(
         "kuda_publish_to_delivery_seconds_count 3.0",
     ):
         assert name in body, name
+
+
+async def test_concurrent_first_subscribers_of_a_channel_each_get_everything_once(
+    live: LiveServer, alice: Account
+) -> None:
+    """Several sockets subscribe to a channel new to this instance while events commit: every
+    one ends with 1..n exactly once, in order (replay, then live). A stress test; the exact
+    interleaving that once lost events is reproduced deterministically in test_hub.py."""
+    channel = f"user:{alice.id}"
+    total = 150
+
+    async def writer() -> None:
+        for i in range(1, total + 1):
+            await _append(live, channel, 1, start=i)
+
+    async def subscriber() -> list[int]:
+        async with ws_connect(live.ws_url, alice.access_token) as ws:
+            await ws.expect("welcome")
+            await ws.send({"op": "subscribe", "channel": channel, "since": 0})
+            seqs: list[int] = []
+            while len(seqs) < total:
+                frame = await ws.recv(timeout=20)
+                if frame["type"] == "event":
+                    seqs.append(frame["seq"])
+            assert await ws.silent(0.2)
+            return seqs
+
+    task = asyncio.create_task(writer())
+    results = await asyncio.gather(*(subscriber() for _ in range(10)))
+    await task
+    for seqs in results:
+        assert seqs == list(range(1, total + 1))
