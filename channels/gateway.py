@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -30,6 +31,7 @@ log = logging.getLogger("kuda.gateway")
 SUBPROTOCOL = "kuda.v1"
 BEARER_PREFIX = "kuda.bearer."
 MAX_SUBSCRIPTIONS = 256
+REPLAY_CACHE_RANGES = 64
 
 PublishEphemeral = Callable[[str, str, JSONObject, int], Awaitable[None]]
 
@@ -69,6 +71,7 @@ class Gateway:
         self._metrics = metrics
         self._tallies = metrics.tallies
         self._background: set[asyncio.Future[None]] = set()
+        self._replays: OrderedDict[tuple[str, int, int], list[OutFrame]] = OrderedDict()
 
     # Handshake ----------------------------------------------------------------------------
 
@@ -232,11 +235,28 @@ class Gateway:
                 return state.head, state.acl, True
             if not events.is_recoverable(since, state):
                 return state.head, state.acl, False
-            rows = await events.replay(session, resolved.name, since, state.head)
-        for row in rows:
-            conn.push(OutFrame(protocol.encode(row.event.to_frame())))
-        self._metrics.replayed.inc(len(rows))
+            frames = await self._replay_frames(session, resolved.name, since, state.head)
+        for frame in frames:
+            conn.push(frame)
+        self._metrics.replayed.inc(len(frames))
         return state.head, state.acl, True
+
+    async def _replay_frames(
+        self, session: AsyncSession, channel: str, since: int, until: int
+    ) -> list[OutFrame]:
+        """Committed events never change, so a replay range is read and encoded once for the
+        many clients that resume together after a restart (a small LRU, keyed by range)."""
+        key = (channel, since, until)
+        frames = self._replays.get(key)
+        if frames is None:
+            rows = await events.replay(session, channel, since, until)
+            frames = [OutFrame(protocol.encode(row.event.to_frame())) for row in rows]
+            self._replays[key] = frames
+            while len(self._replays) > REPLAY_CACHE_RANGES:
+                self._replays.popitem(last=False)
+        else:
+            self._replays.move_to_end(key)
+        return frames
 
     async def _unsubscribe(self, conn: Connection, op: protocol.Unsubscribe) -> None:
         resolved = self.registry.resolve(op.channel)

@@ -44,13 +44,17 @@ class Realtime:
         sessionmaker: async_sessionmaker[AsyncSession],
         authenticate: Authenticate,
         consume_ticket: ConsumeTicket,
+        read_sessionmaker: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
+        """`sessionmaker` serves the writes (publisher marks, relay); `read_sessionmaker`, if
+        given (autocommit, no BEGIN/ROLLBACK round trips), the reads of subscribes and hubs."""
         self.config = config
+        reads = read_sessionmaker or sessionmaker
         self.broker = broker
         self.metrics = Metrics(lambda: broker.healthy)
         self.registry = ChannelRegistry()
         self.registry.register("user:{id}", own_user_channel)
-        self.hub = Hub(broker, sessionmaker, self.metrics, linger_s=config.linger_s)
+        self.hub = Hub(broker, reads, self.metrics, linger_s=config.linger_s)
         self.publisher = Publisher(broker, sessionmaker, self.metrics)
         self.relay = Relay(
             broker,
@@ -64,7 +68,7 @@ class Realtime:
             config.gateway,
             self.registry,
             self.hub,
-            sessionmaker,
+            reads,
             authenticate,
             consume_ticket,
             self.publish_ephemeral,

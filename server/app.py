@@ -107,7 +107,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.read_sessionmaker = create_read_sessionmaker(engine)
     app.state.redis = redis
     app.state.auth = auth = _auth_service(settings, redis)
-    app.state.realtime = realtime = create_realtime(settings, auth, app.state.sessionmaker)
+    app.state.realtime = realtime = create_realtime(
+        settings, auth, app.state.sessionmaker, app.state.read_sessionmaker
+    )
     channel_policy.register(realtime.registry, app.state.sessionmaker, app.state.read_sessionmaker)
     app.state.cache = _cache(settings, redis)
     await realtime.start()

@@ -42,7 +42,10 @@ def node_config(settings: Settings) -> NodeConfig:
 
 
 def create_realtime(
-    settings: Settings, auth: AuthService, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    auth: AuthService,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    read_sessionmaker: async_sessionmaker[AsyncSession] | None = None,
 ) -> Realtime:
     async def authenticate(token: str) -> Identity:
         try:
@@ -60,7 +63,12 @@ def create_realtime(
         return Identity(ticket.user_id, ticket.token_expires_at)
 
     realtime = Realtime(
-        node_config(settings), create_broker(settings), sessionmaker, authenticate, consume_ticket
+        node_config(settings),
+        create_broker(settings),
+        sessionmaker,
+        authenticate,
+        consume_ticket,
+        read_sessionmaker=read_sessionmaker,
     )
     # Every session the app makes hands its committed events to this node's publisher.
     sessionmaker.configure(info={PUBLISHER_KEY: realtime.publisher})
