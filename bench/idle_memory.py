@@ -43,7 +43,8 @@ class Client(WSListener):
         if frame.msg_type == WSMsgType.PING:
             transport.send_pong(frame.get_payload_as_bytes())
         elif frame.msg_type == WSMsgType.TEXT and not self.subscribed.done():
-            if orjson.loads(frame.get_payload_as_bytes())["type"] == "subscribed":
+            message = orjson.loads(frame.get_payload_as_bytes())
+            if message["type"] == "subscribed":
                 self.subscribed.set_result(None)
 
 
