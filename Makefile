@@ -1,38 +1,25 @@
-# The README's commands. Each makes its own virtual environment (.venv) on first use.
+# Shortcuts for dev.py, which holds the README's commands (it needs nothing but Python 3.11+).
 PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint typecheck check bench clean
+.PHONY: run test test-fast lint typecheck check clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+run:
+	$(PYTHON) dev.py run
 
-## Start the server on the embedded default (no PostgreSQL or Redis needed).
-run: $(STAMP)
-	$(BIN)/kuda serve
+test:
+	$(PYTHON) dev.py test
 
-## The whole test suite against real PostgreSQL and Redis (TEST_DATABASE_URL, TEST_REDIS_URL).
-test: $(STAMP)
-	$(BIN)/python -m pytest
+test-fast:
+	$(PYTHON) dev.py test -m "not slow"
 
-## The suite without the multi-process tests.
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+lint:
+	$(PYTHON) dev.py lint
 
-lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+typecheck:
+	$(PYTHON) dev.py typecheck
 
-typecheck: $(STAMP)
-	$(BIN)/mypy
-
-## Every check CI runs.
-check: lint typecheck test
+check:
+	$(PYTHON) dev.py check
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
