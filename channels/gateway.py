@@ -299,6 +299,7 @@ class Gateway:
 
     async def _cleanup(self, conn: Connection) -> None:
         conn.shutdown()
+        conn.on_revoked = None  # break the connection <-> callback cycle now, not at GC time
         self._tallies.sockets -= 1
         for channel, sub in list(conn.subs.items()):
             self.hub.detach(sub)
