@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -138,7 +139,7 @@ async def test_socket_closes_4401_when_token_expires(live_factory: Callable[...,
 async def test_auth_op_extends_the_socket_and_bad_token_keeps_old_expiry(
     live_factory: Callable[..., Any],
 ) -> None:
-    server: LiveServer = await live_factory(access_token_ttl_s=3)
+    server: LiveServer = await live_factory(access_token_ttl_s=4)
     async with httpx.AsyncClient(base_url=server.http) as http:
         account = await signup(http)
         other = await signup(http)
@@ -153,7 +154,9 @@ async def test_auth_op_extends_the_socket_and_bad_token_keeps_old_expiry(
             authed = await ws.request({"op": "auth", "token": fresh, "id": 2})
             assert authed["type"] == "authed" and authed["id"] == 2
             assert authed["expires_at"] > first["expires_at"]
-            await asyncio.sleep(2.5)  # past the first token's expiry
+            # Past the first token's expiry (exp has whole seconds), inside the fresh one's.
+            first_expiry = datetime.fromisoformat(first["expires_at"].replace("Z", "+00:00"))
+            await asyncio.sleep((first_expiry - datetime.now(UTC)).total_seconds() + 0.3)
             assert (await ws.request({"op": "ping"}))["type"] == "pong"
             with pytest.raises(ConnectionClosed):
                 await ws.recv(timeout=5)
