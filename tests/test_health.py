@@ -62,3 +62,26 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/api/v1/auth/token" in spec["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_cors_for_allowed_browser_origins(settings_factory: Callable[..., Settings]) -> None:
+    app = create_app(settings_factory(allowed_origins=["https://app.kuda.example"]))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://k") as client:
+            preflight = {
+                "Origin": "https://app.kuda.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, idempotency-key",
+            }
+            ok = await client.options("/api/v1/rides", headers=preflight)
+            assert ok.status_code == 200
+            assert ok.headers["access-control-allow-origin"] == "https://app.kuda.example"
+            assert "idempotency-key" in ok.headers["access-control-allow-headers"].lower()
+            evil = await client.options(
+                "/api/v1/rides", headers={**preflight, "Origin": "https://evil.example"}
+            )
+            assert "access-control-allow-origin" not in evil.headers
+            plain = await client.get("/healthz", headers={"Origin": "https://app.kuda.example"})
+            assert plain.headers["access-control-allow-origin"] == "https://app.kuda.example"
+            assert "x-request-id" in plain.headers["access-control-expose-headers"].lower()
