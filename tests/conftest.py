@@ -15,6 +15,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from server import migrate
 from server.app import create_app
@@ -166,6 +167,20 @@ async def cluster_factory(
     yield make
     for cluster in clusters:
         await cluster.stop()
+        await _forget_prefix(cluster.redis_url, cluster.prefix)
+
+
+async def _forget_prefix(redis_url: str, prefix: str) -> None:
+    """Remove what a cluster left on a Redis server that outlives the test (the shared one)."""
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    except (OSError, RedisError):
+        pass  # a test-owned Redis that was stopped: nothing left behind
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
