@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import orjson
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from server.errors import ValidationFailed
 
@@ -35,6 +38,27 @@ def decode_cursor(cursor: str, size: int) -> list[Any]:
             "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]
         )
     return values
+
+
+async def newest_first(
+    session: AsyncSession,
+    stmt: Select[Any],
+    id_column: InstrumentedAttribute[int],
+    before: int | None,
+    limit: int,
+) -> Page[Any]:
+    """One page of `stmt`, newest (highest id) first, below `before`; `next_cursor` encodes the
+    last id when more rows follow."""
+    if before is not None:
+        stmt = stmt.where(id_column < before)
+    rows = list((await session.scalars(stmt.order_by(id_column.desc()).limit(limit + 1))).all())
+    items = rows[:limit]
+    last = getattr(items[-1], id_column.key) if items else None
+    return Page(items, encode_id_cursor(last) if len(rows) > limit and last else None)
+
+
+def before_cursor(cursor: str | None) -> int | None:
+    return decode_id_cursor(cursor) if cursor else None
 
 
 def encode_id_cursor(last_id: int) -> str:

@@ -16,13 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 import channels
+from channels.protocol import iso
 from models import Booking, Ride, User
 from server import channel_names
 from server.cache import Cache, ride_key
 from server.db import commit, on_commit
 from server.errors import Conflict, Forbidden, NotFound
 from server.notifications.service import notify
-from server.pagination import Page, decode_id_cursor, encode_id_cursor
+from server.pagination import Page, before_cursor, newest_first
 from server.rides import service as rides
 from server.rides.views import ride_view
 
@@ -35,13 +36,9 @@ def booking_view(booking: Booking) -> dict[str, Any]:
         "seats": booking.seats,
         "status": booking.status,
         "cancelled_by": booking.cancelled_by,
-        "created_at": _iso(booking.created_at),
-        "updated_at": _iso(booking.updated_at),
+        "created_at": iso(booking.created_at),
+        "updated_at": iso(booking.updated_at),
     }
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def _seats_view(booking: Booking, ride: Ride) -> dict[str, Any]:
@@ -263,8 +260,4 @@ async def for_ride(
 
 
 async def _page(session: AsyncSession, stmt: Any, cursor: str | None, limit: int) -> Page[Booking]:
-    if cursor:
-        stmt = stmt.where(Booking.id < decode_id_cursor(cursor))
-    rows = list((await session.scalars(stmt.order_by(Booking.id.desc()).limit(limit + 1))).all())
-    items = rows[:limit]
-    return Page(items, encode_id_cursor(items[-1].id) if len(rows) > limit else None)
+    return await newest_first(session, stmt, Booking.id, before_cursor(cursor), limit)

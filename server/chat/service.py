@@ -6,11 +6,12 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import channels
+from channels.protocol import iso
 from models import Booking, Message, Ride
 from server import channel_names
 from server.chat.schemas import MAX_BODY
 from server.errors import Forbidden, ValidationFailed
-from server.pagination import Page, encode_id_cursor
+from server.pagination import Page, newest_first
 from server.rides import service as rides
 
 
@@ -20,7 +21,7 @@ def message_view(message: Message) -> dict[str, Any]:
         "ride_id": message.ride_id,
         "author_id": message.author_id,
         "body": message.body,
-        "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso(message.created_at),
     }
 
 
@@ -49,11 +50,7 @@ async def history(
 ) -> Page[Message]:
     await _member_ride(session, user_id, ride_id)
     stmt = select(Message).where(Message.ride_id == ride_id)
-    if before is not None:
-        stmt = stmt.where(Message.id < before)
-    rows = list((await session.scalars(stmt.order_by(Message.id.desc()).limit(limit + 1))).all())
-    items = rows[:limit]
-    return Page(items, encode_id_cursor(items[-1].id) if len(rows) > limit else None)
+    return await newest_first(session, stmt, Message.id, before, limit)
 
 
 async def post(session: AsyncSession, user_id: int, ride_id: int, body: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from server import channel_names
 from server.db import commit
 from server.errors import Forbidden, NotFound
 from server.notifications.schemas import NotificationOut
-from server.pagination import Page, decode_id_cursor, encode_id_cursor
+from server.pagination import Page, before_cursor, newest_first
 
 
 async def notify(session: AsyncSession, user_id: int, kind: str, data: dict[str, Any]) -> None:
@@ -34,14 +34,7 @@ async def list_for(
     stmt = select(Notification).where(Notification.user_id == user_id)
     if unread:
         stmt = stmt.where(Notification.read_at.is_(None))
-    if cursor:
-        stmt = stmt.where(Notification.id < decode_id_cursor(cursor))
-    rows = list(
-        (await session.scalars(stmt.order_by(Notification.id.desc()).limit(limit + 1))).all()
-    )
-    more = len(rows) > limit
-    items = rows[:limit]
-    return Page(items, encode_id_cursor(items[-1].id) if more else None)
+    return await newest_first(session, stmt, Notification.id, before_cursor(cursor), limit)
 
 
 async def mark_read(session: AsyncSession, user_id: int, notification_id: int) -> Notification:

@@ -9,12 +9,13 @@ from sqlalchemy import Float, cast, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from channels.protocol import iso
 from models import Review, Ride, User
 from server.cache import Cache, profile_key
 from server.db import on_commit
 from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.notifications.service import notify
-from server.pagination import Page, decode_id_cursor, encode_id_cursor
+from server.pagination import Page, before_cursor, newest_first
 from server.reviews.schemas import ReviewIn
 from server.rides import service as rides
 
@@ -27,7 +28,7 @@ def review_view(review: Review) -> dict[str, Any]:
         "target_id": review.target_id,
         "stars": review.stars,
         "comment": review.comment,
-        "created_at": review.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso(review.created_at),
     }
 
 
@@ -84,8 +85,4 @@ async def for_user(
     if await session.get(User, user_id) is None:
         raise NotFound("User not found")
     stmt = select(Review).where(Review.target_id == user_id)
-    if cursor:
-        stmt = stmt.where(Review.id < decode_id_cursor(cursor))
-    rows = list((await session.scalars(stmt.order_by(Review.id.desc()).limit(limit + 1))).all())
-    items = rows[:limit]
-    return Page(items, encode_id_cursor(items[-1].id) if len(rows) > limit else None)
+    return await newest_first(session, stmt, Review.id, before_cursor(cursor), limit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from channels.protocol import iso
 from models import Ride, User
 
 
@@ -34,7 +35,7 @@ def ride_view(ride: Ride, driver: User | None) -> dict[str, Any]:
         "destination": ride.destination,
         "origin_point": point(ride.origin_lat, ride.origin_lng),
         "destination_point": point(ride.destination_lat, ride.destination_lng),
-        "departure_at": _iso(ride.departure_at),
+        "departure_at": iso(ride.departure_at),
         "seats_total": ride.seats_total,
         "seats_available": ride.seats_available,
         "price": float(ride.price) if ride.price is not None else None,
@@ -43,10 +44,6 @@ def ride_view(ride: Ride, driver: User | None) -> dict[str, Any]:
         "instant_booking": ride.instant_booking,
         "status": ride.status,
         "version": ride.version,
-        "created_at": _iso(ride.created_at),
-        "updated_at": _iso(ride.updated_at),
+        "created_at": iso(ride.created_at),
+        "updated_at": iso(ride.updated_at),
     }
-
-
-def _iso(value: Any) -> str:
-    return str(value.isoformat().replace("+00:00", "Z"))
