@@ -48,12 +48,10 @@ import json
 import math
 import os
 import platform
-import random
 import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -62,7 +60,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import orjson
 from asgi_lifespan import LifespanManager
@@ -75,9 +72,9 @@ from channels import append
 from server import migrate
 from server.app import create_app
 from server.config import Settings
+from tests import services
+from tests.procs import free_port
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DB_BASE = "postgresql://postgres@127.0.0.1:5432/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "bench-password-42"  # noqa: S105 (a throwaway account in a throwaway database)
 PAD = "x" * 80  # with "n" and "t" the event's data is ~110 bytes of JSON
@@ -514,19 +511,6 @@ class ClientProc:
 # --------------------------------------------------------------------------- cluster
 
 
-def free_port() -> int:
-    """A free port below Linux's ephemeral range."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if the benchmark dies (even by SIGKILL)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -583,24 +567,6 @@ class ServerProc:
         if not self._log.closed:
             self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-async def create_database() -> str:
-    name = f"kuda_bench_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name
-
-
-async def drop_database(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def delete_redis_keys(prefix: str) -> None:
@@ -731,9 +697,8 @@ class Writer:
 async def run_once(args: argparse.Namespace, mode: str, run: int, logdir: Path) -> Result:
     result = Result(mode, run, args.sockets, args.instances)
     async with contextlib.AsyncExitStack() as stack:
-        db_name = await create_database()
-        stack.push_async_callback(drop_database, db_name)
-        db_url = DB_BASE + db_name
+        db_name, db_url = await services.create_database("kuda_bench")
+        stack.push_async_callback(services.drop_database, db_name)
         await asyncio.to_thread(migrate.upgrade, db_url)
         prefix = f"kuda-bench-{secrets.token_hex(6)}:"
         stack.push_async_callback(delete_redis_keys, prefix)
