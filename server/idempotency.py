@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -110,17 +112,24 @@ async def create(
     session: AsyncSession,
     user_id: int,
     key: str | None,
-    digest: str,
+    request: Request,
+    body: BaseModel,
     action: Callable[[], Awaitable[dict[str, Any]]],
+    *,
+    sent_fields_only: bool = False,
 ) -> JSONResponse:
-    """Run a creating `action` (which must not commit) exactly once per key; 201 on success."""
+    """Run a creating `action` (which must not commit) exactly once per key; 201 on success.
+    The request is identified by its method, path and parsed body (with `sent_fields_only`,
+    only the fields the client sent, so an explicit default is "another body")."""
+    dumped = body.model_dump(mode="json", exclude_unset=sent_fields_only)
+    digest = fingerprint(request.method, request.url.path, dumped)
     if key is not None:
         _check_key(key)
         stored = await _claim(session, user_id, key, digest)
         if stored is not None:
             return JSONResponse(stored.body, status_code=stored.status_code)
     try:
-        body = await action()
+        created = await action()
     except AppError as exc:
         await session.rollback()
         if key is not None and exc.status < 500:
@@ -128,6 +137,6 @@ async def create(
             await _store_refusal(session, user_id, key, digest, refusal)
         raise
     if key is not None:
-        await _store(session, user_id, key, Stored(201, body))
+        await _store(session, user_id, key, Stored(201, created))
     await commit(session)
-    return JSONResponse(body, status_code=201)
+    return JSONResponse(created, status_code=201)

@@ -37,10 +37,6 @@ router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
 CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
 
-def _digest(request: Request, body: Any) -> str:
-    return idempotency.fingerprint(request.method, request.url.path, body)
-
-
 @router.post("", status_code=201, response_model=RideOut, responses=CREATED)
 async def create_ride(
     data: RideIn,
@@ -50,9 +46,14 @@ async def create_ride(
     settings: SettingsDep,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
-    digest = _digest(request, data.model_dump(mode="json", exclude_unset=True))
     return await idempotency.create(
-        session, user.id, key, digest, lambda: service.create(session, settings, user, data)
+        session,
+        user.id,
+        key,
+        request,
+        data,
+        lambda: service.create(session, settings, user, data),
+        sent_fields_only=True,
     )
 
 
@@ -164,12 +165,12 @@ async def book(
     cache: CacheDep,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
-    digest = _digest(request, data.model_dump(mode="json"))
     return await idempotency.create(
         session,
         user.id,
         key,
-        digest,
+        request,
+        data,
         lambda: bookings.request(session, cache, user, ride_id, data.seats),
     )
 
@@ -211,9 +212,13 @@ async def post_message(
     session: SessionDep,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
-    digest = _digest(request, data.model_dump(mode="json"))
     return await idempotency.create(
-        session, user.id, key, digest, lambda: chat.post(session, user.id, ride_id, data.body)
+        session,
+        user.id,
+        key,
+        request,
+        data,
+        lambda: chat.post(session, user.id, ride_id, data.body),
     )
 
 
@@ -227,7 +232,11 @@ async def review(
     cache: CacheDep,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
-    digest = _digest(request, data.model_dump(mode="json"))
     return await idempotency.create(
-        session, user.id, key, digest, lambda: reviews.create(session, cache, user, ride_id, data)
+        session,
+        user.id,
+        key,
+        request,
+        data,
+        lambda: reviews.create(session, cache, user, ride_id, data),
     )
