@@ -56,9 +56,9 @@ async def _claims(auth: AuthDep, token: Annotated[str, Depends(_token)]) -> Toke
 
 
 async def _current_user(
-    auth: AuthDep, session: SessionDep, token: Annotated[str, Depends(_token)]
+    auth: AuthDep, session: SessionDep, claims: Annotated[TokenClaims, Depends(_claims)]
 ) -> User:
-    return await auth.user_for_access_token(session, token)
+    return await auth.account(session, claims)
 
 
 async def _client_ip_limit(request: Request, auth: AuthDep) -> None:

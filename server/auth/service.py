@@ -131,11 +131,8 @@ class AuthService:
             expires_in=self.settings.access_token_ttl_s,
         )
 
-    async def user_for_access_token(self, session: AsyncSession, token: str) -> User:
-        try:
-            claims = self.codec.decode(token, "access")
-        except InvalidToken as exc:
-            raise Unauthorized(str(exc)) from exc
+    async def account(self, session: AsyncSession, claims: TokenClaims) -> User:
+        """The account behind a verified access token."""
         user = await users.get(session, claims.user_id)
         if user is None:
             raise Unauthorized("Account no longer exists")
