@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
 from channels.outbox import track
-from channels.types import Event, JSONObject
+from channels.types import Event, JSONObject, utcnow
 
 MAX_REPLAY = 1000
 
@@ -120,7 +119,7 @@ async def append(session: AsyncSession, channel: str, event: str, data: JSONObje
 
 def publish_after_commit(session: AsyncSession, channel: str, event: str, data: JSONObject) -> None:
     """A live-only event (no seq, never replayed), published only if the transaction commits."""
-    track(session, None, Event(channel=channel, event=event, data=data, at=_now()), 0)
+    track(session, None, Event(channel=channel, event=event, data=data, at=utcnow()), 0)
 
 
 async def revoke(session: AsyncSession, channel: str, user_id: int) -> int:
@@ -182,7 +181,3 @@ def is_recoverable(since: int, state: ChannelState, max_behind: int = MAX_REPLAY
     """Whether `since` can be replayed exactly: inside retention, not ahead of the head
     (a client from another history), and at most `max_behind` events behind."""
     return state.trimmed <= since <= state.head and state.head - since <= max_behind
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

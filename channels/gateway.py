@@ -24,7 +24,7 @@ from channels.codes import CloseCode, ErrorCode
 from channels.connection import Connection, Limits
 from channels.hub import Hub, OutFrame
 from channels.metrics import Metrics
-from channels.types import Authenticate, AuthError, ConsumeTicket, Identity, JSONObject
+from channels.types import Authenticate, AuthError, ConsumeTicket, Identity, JSONObject, iso
 
 log = logging.getLogger("kuda.gateway")
 
@@ -191,7 +191,7 @@ class Gateway:
         if identity.user_id != conn.user_id:
             raise ChannelError(ErrorCode.UNAUTHORIZED, "Token belongs to another user")
         conn.expire_at(identity)
-        frame = {"type": "authed", "expires_at": protocol.iso(identity.expires_at)}
+        frame = {"type": "authed", "expires_at": iso(identity.expires_at)}
         conn.send(protocol.with_id(frame, op.id))
 
     # Subscriptions ------------------------------------------------------------------------

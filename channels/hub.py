@@ -175,19 +175,18 @@ class Hub:
         ch.syncing.discard(sub)
         sub.acl = acl
         sub.floor = floor
+        position = ch.last_seq
         if ch.durable:
-            if ch.last_seq is None:
-                ch.last_seq, ch.acl = floor, max(ch.acl, acl)
-                ch.want_acl = max(ch.want_acl, acl)
+            assert position is not None, "attach() returns after _open() set the position"
             ch.target = max(ch.target, floor)
-            if ch.pending or ch.target > ch.last_seq or ch.want_acl > ch.acl:
+            if ch.pending or ch.target > position or ch.want_acl > ch.acl:
                 self._schedule_repair(ch)
         for seq, frame in sub.buffer:
             if seq > sub.floor:
                 sub.subscriber.push(frame)
                 sub.floor = seq
         sub.buffer = []
-        if not ch.durable or ch.last_seq is None or ch.last_seq >= sub.floor:
+        if position is None or position >= sub.floor:  # live-only channels have no position
             ch.live[sub] = sub.subscriber.push
         else:
             ch.catching.add(sub)

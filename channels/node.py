@@ -8,7 +8,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,7 +20,7 @@ from channels.metrics import Metrics
 from channels.protocol import encode
 from channels.publisher import Publisher
 from channels.relay import Relay
-from channels.types import Authenticate, ConsumeTicket, Event, JSONObject
+from channels.types import Authenticate, ConsumeTicket, Event, JSONObject, utcnow
 
 log = logging.getLogger("kuda.realtime")
 
@@ -110,13 +109,9 @@ class Realtime:
     ) -> None:
         """A live-only event (typing, presence, the `rides` board): never stored or replayed;
         dropped if the broker is down."""
-        frame = Event(channel, event, data, _now()).to_frame()
+        frame = Event(channel, event, data, utcnow()).to_frame()
         message = envelope.ephemeral(exclude_user, time.time(), encode(frame))
         try:
             await self.broker.publish([(channel, message)])
         except BrokerUnavailable as exc:
             log.info("ephemeral %s on %s dropped: %s", event, channel, exc)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from channels.codes import ErrorCode
+from channels.types import iso
 
 MAX_CHANNEL_LENGTH = 200
 MAX_ID_LENGTH = 64
@@ -167,10 +168,6 @@ _PARSERS = {
 
 def encode(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame)
-
-
-def iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 def with_id(frame: dict[str, Any], client_id: ClientId) -> dict[str, Any]:

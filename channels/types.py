@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 JSONObject = Mapping[str, Any]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(at: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, as every time on the wire."""
+    return at.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,5 +54,5 @@ class Event:
             frame["seq"] = self.seq
         frame["event"] = self.event
         frame["data"] = self.data
-        frame["at"] = self.at.isoformat().replace("+00:00", "Z")
+        frame["at"] = iso(self.at)
         return frame

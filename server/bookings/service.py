@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 import channels
-from channels.protocol import iso
+from channels.types import iso
 from models import Booking, Ride, User
 from server import channel_names
 from server.cache import Cache, ride_key

@@ -6,7 +6,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import channels
-from channels.protocol import iso
+from channels.types import iso
 from models import Booking, Message, Ride
 from server import channel_names
 from server.chat.schemas import MAX_BODY

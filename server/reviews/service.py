@@ -9,7 +9,7 @@ from sqlalchemy import Float, cast, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from channels.protocol import iso
+from channels.types import iso
 from models import Review, Ride, User
 from server.cache import Cache, profile_key
 from server.db import on_commit

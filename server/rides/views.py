@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.protocol import iso
+from channels.types import iso
 from models import Ride, User
 
 
