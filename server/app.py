@@ -23,6 +23,7 @@ from server.auth.tokens import TokenCodec
 from server.bookings.router import router as bookings_router
 from server.cache import Cache, NoCache, RedisCache
 from server.channels_api import router as channels_router
+from server.chat.router import router as chat_router
 from server.config import Settings
 from server.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from server.errors import install_error_handlers
@@ -30,6 +31,7 @@ from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.notifications.router import router as notifications_router
 from server.ratelimit import Counter, MemoryCounter, RedisCounter
 from server.realtime import create_realtime
+from server.reviews.router import router as reviews_router
 from server.rides.router import router as rides_router
 from server.users.router import router as users_router
 
@@ -73,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users_router)
     app.include_router(rides_router)
     app.include_router(bookings_router)
+    app.include_router(chat_router)
+    app.include_router(reviews_router)
     app.include_router(notifications_router)
     app.include_router(admin_router)
     app.include_router(channels_router)

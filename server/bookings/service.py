@@ -24,7 +24,7 @@ from server.db import commit, on_commit
 from server.errors import Conflict, Forbidden, NotFound
 from server.notifications.service import notify
 from server.pagination import Page, before_cursor, newest_first
-from server.rides import service as rides
+from server.rides import repository as rides
 from server.rides.views import ride_view
 
 

@@ -12,7 +12,7 @@ from server import channel_names
 from server.chat.schemas import MAX_BODY
 from server.errors import Forbidden, ValidationFailed
 from server.pagination import Page, newest_first
-from server.rides import service as rides
+from server.rides import repository as rides
 
 
 def message_view(message: Message) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from server.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.notifications.service import notify
 from server.pagination import Page, before_cursor, newest_first
 from server.reviews.schemas import ReviewIn
-from server.rides import service as rides
+from server.rides import repository as rides
 
 
 def review_view(review: Review) -> dict[str, Any]:

@@ -8,12 +8,6 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from server import idempotency
-from server.bookings import service as bookings
-from server.bookings.schemas import BookingIn, BookingOut, BookingPage
-from server.bookings.service import booking_view
-from server.chat import service as chat
-from server.chat.schemas import MessageIn, MessageOut, MessagePage
-from server.chat.service import message_view
 from server.deps import (
     CacheDep,
     CurrentUser,
@@ -23,14 +17,11 @@ from server.deps import (
     SettingsDep,
     UserId,
 )
-from server.pagination import decode_id_cursor
-from server.reviews import service as reviews
-from server.reviews.schemas import ReviewIn, ReviewOut
 from server.rides import search as ride_search
 from server.rides import service
 from server.rides.schemas import RideIn, RideKind, RideOut, RidePage, RidePatch, RideStatus
 from server.rides.views import ride_view
-from server.validation import MAX_ID, PathId, Text
+from server.validation import PathId, Text
 
 router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
 
@@ -153,90 +144,3 @@ async def complete_ride(
     ride_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.transition(session, cache, user, ride_id, "complete")
-
-
-@router.post("/{ride_id}/bookings", status_code=201, response_model=BookingOut, responses=CREATED)
-async def book(
-    ride_id: PathId,
-    data: BookingIn,
-    request: Request,
-    user: CurrentUser,
-    session: SessionDep,
-    cache: CacheDep,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    return await idempotency.create(
-        session,
-        user.id,
-        key,
-        request,
-        data,
-        lambda: bookings.request(session, cache, user, ride_id, data.seats),
-    )
-
-
-@router.get("/{ride_id}/bookings", response_model=BookingPage)
-async def ride_bookings(
-    ride_id: PathId,
-    user_id: UserId,
-    session: ReadSessionDep,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> dict[str, Any]:
-    page = await bookings.for_ride(session, user_id, ride_id, cursor, limit)
-    return {"items": [booking_view(b) for b in page.items], "next_cursor": page.next_cursor}
-
-
-@router.get("/{ride_id}/messages", response_model=MessagePage)
-async def messages(
-    ride_id: PathId,
-    user_id: UserId,
-    session: ReadSessionDep,
-    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> dict[str, Any]:
-    """Newest first; page back with `before=<oldest id seen>` or `cursor=<next_cursor>`."""
-    if cursor is not None:
-        before = min(before or MAX_ID, decode_id_cursor(cursor))
-    page = await chat.history(session, user_id, ride_id, before, limit)
-    return {"items": [message_view(m) for m in page.items], "next_cursor": page.next_cursor}
-
-
-@router.post("/{ride_id}/messages", status_code=201, response_model=MessageOut, responses=CREATED)
-async def post_message(
-    ride_id: PathId,
-    data: MessageIn,
-    request: Request,
-    user: CurrentUser,
-    session: SessionDep,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    return await idempotency.create(
-        session,
-        user.id,
-        key,
-        request,
-        data,
-        lambda: chat.post(session, user.id, ride_id, data.body),
-    )
-
-
-@router.post("/{ride_id}/reviews", status_code=201, response_model=ReviewOut, responses=CREATED)
-async def review(
-    ride_id: PathId,
-    data: ReviewIn,
-    request: Request,
-    user: CurrentUser,
-    session: SessionDep,
-    cache: CacheDep,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    return await idempotency.create(
-        session,
-        user.id,
-        key,
-        request,
-        data,
-        lambda: reviews.create(session, cache, user, ride_id, data),
-    )

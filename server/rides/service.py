@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import channels
-from models import Booking, Ride, User
+from models import Ride, User
 from server import channel_names
+from server.bookings.service import cancel_for_ride
 from server.cache import Cache, profile_key, ride_key
 from server.config import Settings
 from server.db import commit, on_commit
@@ -22,6 +22,7 @@ from server.errors import (
     ValidationFailed,
 )
 from server.notifications.service import notify as notify_user
+from server.rides.repository import confirmed_passengers, load
 from server.rides.schemas import REQUIRED_ON_PATCH, RideIn, RidePatch
 from server.rides.views import ride_view
 from server.users.service import public_view
@@ -71,13 +72,6 @@ def _set_points(ride: Ride, changes: dict[str, Any]) -> None:
             pt = changes[key]
             setattr(ride, f"{name}_lat", pt["lat"] if pt else None)
             setattr(ride, f"{name}_lng", pt["lng"] if pt else None)
-
-
-async def load(session: AsyncSession, ride_id: int, *, lock: bool = False) -> Ride:
-    ride = await session.get(Ride, ride_id, with_for_update=lock)
-    if ride is None:
-        raise NotFound("Ride not found")
-    return ride
 
 
 async def detail(session: AsyncSession, cache: Cache, ride_id: int) -> dict[str, Any]:
@@ -180,7 +174,7 @@ async def transition(
     ride.status = target
     ride.version += 1
     if action == "cancel":
-        await _cancel_bookings(session, ride, user)
+        await cancel_for_ride(session, ride, user)
     await session.flush()
     await session.refresh(ride)
     view = ride_view(ride, user)
@@ -188,15 +182,6 @@ async def transition(
     on_commit(session, lambda: cache.invalidate(ride_key(ride_id)))
     await commit(session)
     return view
-
-
-async def confirmed_passengers(session: AsyncSession, ride_id: int) -> list[int]:
-    rows = await session.scalars(
-        select(Booking.passenger_id).where(
-            Booking.ride_id == ride_id, Booking.status == "confirmed"
-        )
-    )
-    return list(rows)
 
 
 async def _ride_event(
@@ -214,10 +199,3 @@ async def _ride_event(
         await notify_user(session, passenger_id, notify_kind, {"ride": view})
     board_event = "ride.cancelled" if event == "ride.cancelled" else "ride.updated"
     channels.publish_after_commit(session, channel_names.RIDES_BOARD, board_event, view)
-
-
-async def _cancel_bookings(session: AsyncSession, ride: Ride, driver: User) -> None:
-    """Cancelling a ride cancels its active bookings (their events and chat revocations)."""
-    from server.bookings.service import cancel_for_ride  # bookings depend on rides
-
-    await cancel_for_ride(session, ride, driver)
