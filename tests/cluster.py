@@ -35,8 +35,9 @@ class Cluster:
             RESYNC_INTERVAL_S="2",
         )
 
-    async def process(self, name: str = "a") -> Server:
-        server = Server(self.env(), self.tmp / f"{name}-{len(self.processes)}.log")
+    async def process(self, name: str = "a", port: int | None = None) -> Server:
+        log_path = self.tmp / f"{name}-{len(self.processes)}.log"
+        server = Server(self.env(), log_path, port=port)
         self.processes.append(server)
         await asyncio.to_thread(server.wait_ready)
         return server

@@ -49,8 +49,10 @@ def run_kuda(
 class Server:
     """`kuda serve` in a subprocess; output goes to a log file for diagnosis."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *extra: str, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()  # a restarted instance may take its old port again
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("ab")
