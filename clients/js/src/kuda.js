@@ -725,6 +725,7 @@ export class Kuda {
     const generation = ch.generation;
     this._request(frame, { retry: false }).then(
       (reply) => {
+        ch.retries = 0;
         if (ch.generation === generation) ch.onSubscribed(reply);
       },
       (err) => {
@@ -734,11 +735,14 @@ export class Kuda {
           this._write({ op: "unsubscribe", channel: ch.name });
           ch.socketClosed(undefined, "resubscribing");
           void this._subscribeChannel(ch);
-        } else if (["rate_limited", "internal_error", "timeout"].includes(err.code)) {
+        } else if (isTransient(err)) {
+          // The server failed on its side (or we were too fast): try again on this socket.
           ch.socketClosed(undefined, err.message);
+          ch.retries = (ch.retries ?? 0) + 1;
+          const ceiling = Math.min(this._options.backoffMaxMs, 1000 * 2 ** Math.min(ch.retries, 5));
           this._clock.setTimeout(() => {
             if (this._ws === ws) void this._subscribeChannel(ch);
-          }, 1000 + Math.floor(this._random() * 1000));
+          }, Math.floor(ceiling / 2 + (this._random() * ceiling) / 2));
         } else {
           ch.end("failed", err.code, err.message);
           if (this._channels.get(ch.name) === ch) this._channels.delete(ch.name);
@@ -851,6 +855,13 @@ export class Kuda {
 }
 
 function noop() {}
+
+/** Errors worth another try: the server's own failures (`internal_error`; version 1.0 servers
+ * answered `bad_request` "Could not process op"), rate limiting, a lost reply. */
+function isTransient(err) {
+  if (["rate_limited", "internal_error", "timeout"].includes(err.code)) return true;
+  return err.code === "bad_request" && /^Could not process/.test(err.message);
+}
 
 function isFatalTokenError(err) {
   return !(err && err.retry === true);

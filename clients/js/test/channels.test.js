@@ -253,3 +253,21 @@ test("watchPresence: a snapshot after each subscription, then joined/left", asyn
   watch.unsubscribe();
   ctx.kuda.close();
 });
+
+test("a subscribe the server failed to process is tried again; a refusal is final", async () => {
+  const ctx = fakeClient();
+  let failures = 2;
+  ctx.server.onFrame = (socket, frame) => {
+    if (frame.op !== "subscribe") return;
+    queueMicrotask(() => {
+      if (failures-- > 0) socket.push({ type: "error", code: failures ? "internal_error" : "bad_request", message: "Could not process op", id: frame.id });
+      else socket.push({ type: "subscribed", channel: frame.channel, seq: 0, recovered: true, id: frame.id });
+    });
+  };
+  const sub = ctx.kuda.subscribe("user:42", () => {});
+  const socket = await connected(ctx);
+  await ctx.clock.advance(10000);
+  assert.equal(socket.ops("subscribe").length, 3);
+  assert.equal(sub.state, "subscribed");
+  ctx.kuda.close();
+});

@@ -134,6 +134,8 @@ export class Cluster {
       WRITE_RATE_PER_USER: "0",
       SOCKETS_PER_USER: "1000",
       LOG_LEVEL: "warning",
+      DB_POOL_SIZE: "8", // the shared PostgreSQL serves everyone's tests
+      DB_MAX_OVERFLOW: "2",
       ...this.settings,
     });
     await run(PYTHON, ["-m", "server", "migrate"], { cwd: REPO, env: this.env, timeout: 120000 });
