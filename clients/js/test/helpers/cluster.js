@@ -175,7 +175,14 @@ export class Api {
       headers["Content-Type"] = "application/x-www-form-urlencoded";
       body = new URLSearchParams(form).toString();
     }
-    const res = await fetch(this.base + "/api/v1" + path, { method, headers, body });
+    let res;
+    // The shared PostgreSQL may refuse connections for a moment when everyone's tests run at
+    // once (5xx before anything is written): try again as a patient client would.
+    for (let attempt = 0; ; attempt += 1) {
+      res = await fetch(this.base + "/api/v1" + path, { method, headers, body });
+      if (res.status < 500 || attempt >= 5) break;
+      await sleep(500 * (attempt + 1));
+    }
     const text = await res.text();
     const data = text ? JSON.parse(text) : undefined;
     if (!res.ok) throw Object.assign(new Error(`${method} ${path}: ${res.status} ${text}`), { status: res.status, data });
