@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
 from channels import Realtime
-from server import channel_policy, health
+from server import channel_policy, docs_ui, health
 from server.admin.router import router as admin_router
 from server.auth.passwords import Passwords
 from server.auth.router import router as auth_router
@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Realtime carpooling backend",
         lifespan=_lifespan,
+        docs_url=None,  # served by server.docs_ui from local assets
+        redoc_url=None,
         # FastAPI's native OpenTelemetry wraps every request and socket; Kuda exports
         # Prometheus metrics instead (measured: docs/decisions.md D11).
         telemetry=NO_TELEMETRY,
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(channels_router)
     app.router.add_websocket_route("/ws", _websocket)
+    docs_ui.install(app)
     return app
 
 
