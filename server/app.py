@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
-            expose_headers=["ETag", "Retry-After", "X-Request-ID", "Server-Timing"],
+            expose_headers=["ETag", "Retry-After", "X-Request-ID", "Server-Timing", "Kuda-Seq"],
             max_age=600,
         )
     app.add_middleware(RequestIdMiddleware)

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
-from server.deps import CurrentUser, ReadSessionDep, SessionDep, UserId
+from server import channel_names, snapshot
+from server.deps import CurrentUser, SessionDep, UserId
 from server.notifications import service
 from server.notifications.schemas import NotificationOut, NotificationPage, ReadAll
+from server.snapshot import SnapshotSessionDep
 from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
@@ -14,13 +16,17 @@ router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 
 @router.get("", response_model=NotificationPage)
 async def list_notifications(
+    response: Response,
     user_id: UserId,
-    session: ReadSessionDep,
+    session: SnapshotSessionDep,
     unread: bool = False,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> NotificationPage:
+    """Newest first. `Kuda-Seq` is the head seq of `user:{me}` as of this read."""
+    await snapshot.begin(session)
     page = await service.list_for(session, user_id, unread, cursor, limit)
+    snapshot.fence(response, await snapshot.head(session, channel_names.user(user_id)))
     items = [NotificationOut.model_validate(n) for n in page.items]
     return NotificationPage(items=items, next_cursor=page.next_cursor)
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
-from server import idempotency
+from server import idempotency, snapshot
 from server.deps import (
     CacheDep,
     CurrentUser,
@@ -21,6 +21,7 @@ from server.rides import search as ride_search
 from server.rides import service
 from server.rides.schemas import RideIn, RideKind, RideOut, RidePage, RidePatch, RideStatus
 from server.rides.views import ride_view
+from server.snapshot import SnapshotSessionDep
 from server.validation import PathId, Text
 
 router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
@@ -103,10 +104,17 @@ async def search_rides(
 
 @router.get("/{ride_id}", response_model=RideOut)
 async def get_ride(
-    ride_id: PathId, response: Response, _: UserId, session: ReadSessionDep, cache: CacheDep
+    ride_id: PathId,
+    response: Response,
+    _: UserId,
+    session: SnapshotSessionDep,
+    cache: CacheDep,
 ) -> dict[str, Any]:
-    view = await service.detail(session, cache, ride_id)
+    """The ride; `Kuda-Seq` is the head seq of `ride:{id}` as of this read (subscribe with
+    `since` = it to follow the ride from exactly this state)."""
+    view, seq = await service.detail(session, cache, ride_id)
     response.headers["ETag"] = f'"{view["version"]}"'
+    snapshot.fence(response, seq)
     return view
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import channels
 from models import Ride, User
-from server import channel_names
+from server import channel_names, snapshot
 from server.bookings.service import cancel_for_ride
 from server.cache import Cache, profile_key, ride_key
 from server.config import Settings
@@ -74,20 +74,29 @@ def _set_points(ride: Ride, changes: dict[str, Any]) -> None:
             setattr(ride, f"{name}_lng", pt["lng"] if pt else None)
 
 
-async def detail(session: AsyncSession, cache: Cache, ride_id: int) -> dict[str, Any]:
-    """The ride with its driver summary, through the cache."""
+async def detail(session: AsyncSession, cache: Cache, ride_id: int) -> tuple[dict[str, Any], int]:
+    """The ride with its driver summary, through the cache, and the head seq of `ride:{id}`
+    read in the same snapshot as the ride (cached with it, so a cached pair is consistent too).
+    `session` must be unused so far (see `server.snapshot`)."""
 
     async def load_ride() -> dict[str, Any] | None:
+        await snapshot.begin(session)
         ride = await session.get(Ride, ride_id)
-        return None if ride is None else ride_view(ride, None)
+        if ride is None:
+            return None
+        seq = await snapshot.head(session, channel_names.ride(ride_id))
+        return {"ride": ride_view(ride, None), "seq": seq}
 
     async def load_driver(driver_id: int) -> dict[str, Any] | None:
         user = await session.get(User, driver_id)
         return None if user is None else public_view(user)
 
-    view = await cache.get_or_load(ride_key(ride_id), load_ride)
-    if view is None:
+    entry = await cache.get_or_load(ride_key(ride_id), load_ride)
+    if entry is not None and "seq" not in entry:  # cached by an older version: read afresh
+        entry = await load_ride()
+    if entry is None:
         raise NotFound("Ride not found")
+    view: dict[str, Any] = entry["ride"]
     profile = await cache.get_or_load(
         profile_key(view["driver_id"]), lambda: load_driver(view["driver_id"])
     )
@@ -96,7 +105,7 @@ async def detail(session: AsyncSession, cache: Cache, ride_id: int) -> dict[str,
             k: profile[k]
             for k in ("id", "display_name", "is_verified", "rating_avg", "rating_count")
         }
-    return view
+    return view, int(entry["seq"])
 
 
 def parse_if_match(value: str | None) -> int | None:
