@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
-from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
 from channels import Realtime
+from channels.brokers import RedisClient
 from server import channel_policy, docs_ui, health
 from server.admin.router import router as admin_router
 from server.auth.passwords import Passwords
@@ -118,7 +118,10 @@ async def _websocket(websocket: WebSocket) -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     engine = create_engine(settings)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    topology = settings.redis_topology
+    redis = topology.client() if topology is not None else None
+    if topology is not None:
+        log.info("Redis: %s", topology.describe())
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.read_sessionmaker = create_read_sessionmaker(engine)
@@ -139,7 +142,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def _auth_service(settings: Settings, redis: Redis | None) -> AuthService:
+def _auth_service(settings: Settings, redis: RedisClient | None) -> AuthService:
     counter: Counter
     tickets: TicketStore
     if redis is not None:
@@ -150,5 +153,7 @@ def _auth_service(settings: Settings, redis: Redis | None) -> AuthService:
     return AuthService(settings, TokenCodec(settings), Passwords(settings), counter, tickets)
 
 
-def _cache(settings: Settings, redis: Redis | None) -> Cache:
-    return RedisCache(redis, settings.redis_prefix) if redis is not None else NoCache()
+def _cache(settings: Settings, redis: RedisClient | None) -> Cache:
+    if redis is None:
+        return NoCache()
+    return RedisCache(redis, settings.redis_prefix, topology=settings.redis_topology)

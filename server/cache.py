@@ -4,6 +4,10 @@ Never stale after a write: writers invalidate after their commit (bumping a per-
 deleting the value), and readers only fill the cache if the stamp they saw before reading
 PostgreSQL is unchanged (an atomic compare-and-set in Lua). A reader that raced a writer
 therefore never stores the old value.
+
+On a Redis Cluster a value and its stamp share a hash tag (`kuda:cache:{ride:7}` and
+`kuda:cache:{ride:7}:stamp`), so the MGET, the script and the invalidating transaction stay in
+one slot.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from channels.brokers import RedisClient, RedisTopology, same_slot
 
 log = logging.getLogger("kuda.cache")
 
@@ -45,16 +50,27 @@ class NoCache:
 
 
 class RedisCache:
-    def __init__(self, redis: Redis, prefix: str, ttl_s: int = 300) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        prefix: str,
+        ttl_s: int = 300,
+        topology: RedisTopology | None = None,
+    ) -> None:
         self._redis = redis
+        self._tagged = topology is not None and topology.mode == "cluster"
         self._prefix = prefix + "cache:"
         self._ttl_s = ttl_s
         self._set_if_stamp = redis.register_script(_SET_IF_STAMP)
         self.hits = 0
         self.misses = 0
 
+    def _keys(self, key: str) -> tuple[str, str]:
+        value_key, stamp_key = same_slot(self._prefix, key, "", ":stamp", tagged=self._tagged)
+        return value_key, stamp_key
+
     async def get_or_load(self, key: str, loader: Loader) -> dict[str, Any] | None:
-        k, stamp_key = self._prefix + key, self._prefix + key + ":stamp"
+        k, stamp_key = self._keys(key)
         try:
             cached, stamp = await self._redis.mget(k, stamp_key)
         except RedisError as exc:
@@ -77,16 +93,16 @@ class RedisCache:
         return loaded
 
     async def invalidate(self, *keys: str) -> None:
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key in keys:
-                    stamp_key = self._prefix + key + ":stamp"
+        for key in keys:  # one transaction per key: a transaction stays in one cluster slot
+            value_key, stamp_key = self._keys(key)
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
                     pipe.incr(stamp_key)
                     pipe.expire(stamp_key, 86400)
-                    pipe.delete(self._prefix + key)
-                await pipe.execute()
-        except RedisError as exc:  # the value may outlive its TTL; log loudly
-            log.error("cache invalidation failed for %s: %s", keys, exc)
+                    pipe.delete(value_key)
+                    await pipe.execute()
+            except RedisError as exc:  # the value may outlive its TTL; log loudly
+                log.error("cache invalidation failed for %s: %s", key, exc)
 
 
 def ride_key(ride_id: int) -> str:

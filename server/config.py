@@ -8,8 +8,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from channels.brokers.topology import RedisMode, RedisTopology, TopologyError
 
 MIN_SECRET_BYTES = 32
 _PLACEHOLDER_SECRETS = {"changeme", "changethis", "secret", "please-change-me"}
@@ -33,7 +35,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="PostgreSQL URL; unset = embedded PostgreSQL in DATA_DIR"
     )
-    redis_url: str | None = Field(default=None, description="Redis URL; unset = in-process broker")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL(s); unset = in-process broker. Comma-separated seeds/sentinels",
+    )
+    redis_mode: RedisMode = Field(default="single", description="single | cluster | sentinel")
+    redis_sentinel_service: str = "mymaster"
     redis_prefix: str = "kuda:"
     jwt_secret: SecretStr | None = None
     jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
@@ -82,6 +89,21 @@ class Settings(BaseSettings):
         if not value or any(alg.lower() == "none" for alg in value):
             raise ValueError("JWT_ALGORITHMS must name real algorithms (never 'none')")
         return value
+
+    @model_validator(mode="after")
+    def _redis_topology_valid(self) -> Settings:
+        _ = self.redis_topology  # a bad REDIS_URL / REDIS_MODE fails at startup, not later
+        return self
+
+    @cached_property
+    def redis_topology(self) -> RedisTopology | None:
+        """Where Redis is (one server, a cluster, or Sentinel); None without REDIS_URL."""
+        if not self.redis_url:
+            return None
+        try:
+            return RedisTopology.parse(self.redis_url, self.redis_mode, self.redis_sentinel_service)
+        except TopologyError as exc:
+            raise ValueError(str(exc)) from exc
 
     @property
     def embedded(self) -> bool:

@@ -6,8 +6,9 @@ import logging
 import time
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from channels.brokers import RedisClient
 
 log = logging.getLogger("kuda.ratelimit")
 
@@ -59,7 +60,7 @@ class MemoryCounter:
 class RedisCounter:
     """Counters shared by every instance. Fails open (logs) when Redis is unreachable."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix + "rl:"
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels import AuthError, Identity, NodeConfig, Realtime
-from channels.brokers import Broker, MemoryBroker, RedisBroker
+from channels.brokers import Broker, MemoryBroker, RedisBroker, RedisClusterBroker
 from channels.connection import Limits
 from channels.gateway import GatewayConfig
 from channels.outbox import PUBLISHER_KEY
@@ -17,9 +17,12 @@ from server.config import Settings
 
 
 def create_broker(settings: Settings) -> Broker:
-    if settings.redis_url:
-        return RedisBroker(settings.redis_url, settings.redis_prefix)
-    return MemoryBroker()
+    topology = settings.redis_topology
+    if topology is None:
+        return MemoryBroker()
+    if topology.mode == "cluster":
+        return RedisClusterBroker(topology, settings.redis_prefix)
+    return RedisBroker(topology, settings.redis_prefix)
 
 
 def node_config(settings: Settings) -> NodeConfig:

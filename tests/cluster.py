@@ -17,8 +17,17 @@ from tests.services import JWT_SECRET
 
 
 class Cluster:
-    def __init__(self, db_url: str, redis_url: str, tmp: Path, factory: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        redis_url: str,
+        tmp: Path,
+        factory: Callable[..., Any],
+        redis_mode: str = "single",
+        sentinel_service: str = "mymaster",
+    ) -> None:
         self.db_url, self.redis_url, self.tmp = db_url, redis_url, tmp
+        self.redis_mode, self.sentinel_service = redis_mode, sentinel_service
         self.prefix = f"kuda-mi-{uuid.uuid4().hex[:8]}:"
         self._factory = factory
         self.processes: list[Server] = []
@@ -27,6 +36,8 @@ class Cluster:
         return kuda_env(
             DATABASE_URL=self.db_url,
             REDIS_URL=self.redis_url,
+            REDIS_MODE=self.redis_mode,
+            REDIS_SENTINEL_SERVICE=self.sentinel_service,
             REDIS_PREFIX=self.prefix,
             JWT_SECRET=JWT_SECRET,
             PASSWORD_HASH_TIME_COST="1",
@@ -45,7 +56,8 @@ class Cluster:
     async def in_process(self) -> LiveServer:
         server: LiveServer = await self._factory(
             redis_url=self.redis_url, redis_prefix=self.prefix, relay_interval_s=0.5,
-            resync_interval_s=2,
+            resync_interval_s=2, redis_mode=self.redis_mode,
+            redis_sentinel_service=self.sentinel_service,
         )  # fmt: skip
         return server
 

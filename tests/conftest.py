@@ -23,7 +23,7 @@ from server.config import Settings
 from tests import services
 from tests.cluster import Cluster
 from tests.live import LiveServer
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisClusterServers, RedisSentinelServers, RedisServer
 
 JWT_SECRET = services.JWT_SECRET
 
@@ -153,21 +153,41 @@ def redis_server() -> Iterator[RedisServer]:
     server.kill()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A test-owned Redis Cluster: 3 primaries, each with a replica (fault tests kill nodes and
+    start them again as replicas)."""
+    servers = RedisClusterServers(shards=3, replicas=1).start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelServers]:
+    """A test-owned primary and replica watched by three sentinels."""
+    servers = RedisSentinelServers().start()
+    yield servers
+    servers.stop()
+
+
 @pytest.fixture
 async def cluster_factory(
     db: str, tmp_path: Path, live_factory: Callable[..., Any]
-) -> AsyncIterator[Callable[[str], Cluster]]:
+) -> AsyncIterator[Callable[..., Cluster]]:
+    """`make(redis_url, redis_mode="single", sentinel_service=...)`: instances on one Redis
+    topology (test-owned clusters and sentinels are thrown away with their keys)."""
     clusters: list[Cluster] = []
 
-    def make(redis_url: str) -> Cluster:
-        cluster = Cluster(db, redis_url, tmp_path, live_factory)
+    def make(redis_url: str, redis_mode: str = "single", **kw: str) -> Cluster:
+        cluster = Cluster(db, redis_url, tmp_path, live_factory, redis_mode, **kw)
         clusters.append(cluster)
         return cluster
 
     yield make
     for cluster in clusters:
         await cluster.stop()
-        await _forget_prefix(cluster.redis_url, cluster.prefix)
+        if cluster.redis_mode == "single":
+            await _forget_prefix(cluster.redis_url, cluster.prefix)
 
 
 async def _forget_prefix(redis_url: str, prefix: str) -> None:

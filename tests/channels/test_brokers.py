@@ -1,5 +1,6 @@
-"""The broker contract, run against the in-process broker and Redis pub/sub; then what only Redis
-can do: lose its server and come back, and carry many channels at once."""
+"""The broker contract, run against the in-process broker, Redis pub/sub and Redis Cluster sharded
+pub/sub; then what only Redis can do: lose its server and come back, and carry many channels at
+once."""
 
 from __future__ import annotations
 
@@ -11,12 +12,20 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
-from channels.brokers import Broker, BrokerUnavailable, MemoryBroker, RedisBroker
+from channels.brokers import (
+    Broker,
+    BrokerUnavailable,
+    MemoryBroker,
+    RedisBroker,
+    RedisClusterBroker,
+    RedisTopology,
+)
 from tests import services
 from tests.procs import free_port
+from tests.redis_server import RedisClusterServers
 
 WAIT_S = 10.0
 
@@ -52,6 +61,8 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 
 async def settled(broker: Broker, *channels: str) -> None:
     """Wait until Redis has applied this instance's pending unsubscribes (UNSUBSCRIBE is not
     acknowledged to the caller); the in-process broker applies them at once."""
+    if isinstance(broker, RedisClusterBroker):
+        await _settled_shards(broker, channels)
     if not isinstance(broker, RedisBroker):
         return
     client = Redis.from_url(services.REDIS_URL)
@@ -69,7 +80,17 @@ async def settled(broker: Broker, *channels: str) -> None:
         await client.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+async def _settled_shards(broker: RedisClusterBroker, channels: tuple[str, ...]) -> None:
+    client: RedisCluster = broker._client
+    deadline = time.monotonic() + WAIT_S
+    for key in (broker._key(c) for c in channels):
+        node = client.get_node_from_key(key)
+        while (await client.execute_command("PUBSUB SHARDNUMSUB", key, target_nodes=node))[0][1]:
+            assert time.monotonic() < deadline, "sunsubscribe never reached the shard"
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def broker_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     if kind == "redis":
@@ -78,11 +99,18 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def broker(broker_kind: str, redis_prefix: str) -> AsyncIterator[tuple[Broker, Inbox]]:
+async def broker(
+    broker_kind: str, redis_prefix: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Broker, Inbox]]:
     inbox = Inbox()
-    b: Broker = (
-        MemoryBroker() if broker_kind == "memory" else RedisBroker(services.REDIS_URL, redis_prefix)
-    )
+    b: Broker
+    if broker_kind == "memory":
+        b = MemoryBroker()
+    elif broker_kind == "redis":
+        b = RedisBroker(services.REDIS_URL, redis_prefix)
+    else:
+        servers: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        b = RedisClusterBroker(RedisTopology.parse(servers.url, "cluster"), redis_prefix)
     await b.start(inbox.on_message, inbox.on_resync)
     assert b.healthy
     yield b, inbox
@@ -109,7 +137,11 @@ async def test_consecutive_batches_keep_publish_order(broker: tuple[Broker, Inbo
     for i in range(0, len(sent), 50):
         await b.publish(sent[i : i + 50])
     await inbox.wait_for(lambda: len(inbox.messages) >= len(sent), "all batches")
-    assert inbox.messages == sent
+    if isinstance(b, RedisClusterBroker):  # two shards: the order holds per channel
+        for channel in ("a", "b"):
+            assert inbox.on(channel) == [m for c, m in sent if c == channel]
+    else:
+        assert inbox.messages == sent
 
 
 async def test_channels_not_subscribed_are_not_delivered(broker: tuple[Broker, Inbox]) -> None:
