@@ -116,12 +116,13 @@ class RedisTopology:
 
     def _cluster(self, max_connections: int, kw: dict[str, Any]) -> RedisCluster:
         seeds = [_address(u) for u in self.urls[1:]]
+        # A failover moves slots: retry on the refreshed map, quickly, for a few seconds.
+        retry = kw.pop("retry", None) or Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.1), 5)
         return RedisCluster.from_url(
             self.urls[0],
             startup_nodes=[ClusterNode(host, port) for host, port in seeds],
             max_connections=max_connections,
-            # A failover moves slots: retry on the refreshed map, quickly, for a few seconds.
-            retry=kw.pop("retry", None) or Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.1), 5),
+            retry=retry,
             **kw,
         )
 
