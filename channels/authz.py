@@ -35,8 +35,10 @@ Params = Mapping[str, str]
 Rule = Callable[[int, Params], Awaitable[Access]]
 """(user_id, params from the channel name) -> access."""
 
-SendHook = Callable[[int, "ResolvedChannel", str], Awaitable[JSONObject]]
-"""(user_id, channel, body) -> the stored message; raises ChannelError to refuse."""
+SendHook = Callable[[int, "ResolvedChannel", str, str | None], Awaitable[JSONObject]]
+"""(user_id, channel, body, client_id) -> the stored message; raises ChannelError to refuse.
+With a `client_id` the sender already used on this channel, the hook returns the message first
+stored under it and stores and publishes nothing (a retried send)."""
 
 
 @dataclass(frozen=True, slots=True)

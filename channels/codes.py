@@ -35,3 +35,4 @@ class ErrorCode(StrEnum):
     VALIDATION_ERROR = "validation_error"
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "too_large"
+    INTERNAL_ERROR = "internal_error"  # the op failed on the server's side

@@ -24,6 +24,7 @@ from channels.codes import CloseCode, ErrorCode
 from channels.connection import Connection, Limits
 from channels.hub import Hub, OutFrame
 from channels.metrics import Metrics
+from channels.roster import Roster
 from channels.types import Authenticate, AuthError, ConsumeTicket, Identity, JSONObject, iso
 
 log = logging.getLogger("kuda.gateway")
@@ -60,6 +61,7 @@ class Gateway:
         consume_ticket: ConsumeTicket,
         publish_ephemeral: PublishEphemeral,
         metrics: Metrics,
+        roster: Roster,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -69,6 +71,7 @@ class Gateway:
         self._consume_ticket = consume_ticket
         self._publish_ephemeral = publish_ephemeral
         self._metrics = metrics
+        self.roster = roster
         self._tallies = metrics.tallies
         self._background: set[asyncio.Future[None]] = set()
         self._replays: OrderedDict[tuple[str, int, int], list[OutFrame]] = OrderedDict()
@@ -81,23 +84,27 @@ class Gateway:
         except Denied as denied:
             await _deny(websocket, denied)
             return
-        await websocket.accept(subprotocol=subprotocol)
-        headers = websocket.scope.get("headers")
-        if isinstance(headers, list):
-            headers.clear()  # authenticated: the request headers are no longer needed
-        conn = Connection(websocket, identity, self.config.limits, self._tallies)
-        conn.on_revoked = lambda channel: self._revoked(conn, channel)
-        self._tallies.sockets += 1
+        await self.roster.socket_opened(identity.user_id)
         try:
-            conn.expire_at(identity)
-            conn.send(
-                protocol.welcome(
-                    conn.id, identity.user_id, self.config.heartbeat_s, identity.expires_at
+            await websocket.accept(subprotocol=subprotocol)
+            headers = websocket.scope.get("headers")
+            if isinstance(headers, list):
+                headers.clear()  # authenticated: the request headers are no longer needed
+            conn = Connection(websocket, identity, self.config.limits, self._tallies)
+            conn.on_revoked = lambda channel: self._revoked(conn, channel)
+            self._tallies.sockets += 1
+            try:
+                conn.expire_at(identity)
+                conn.send(
+                    protocol.welcome(
+                        conn.id, identity.user_id, self.config.heartbeat_s, identity.expires_at
+                    )
                 )
-            )
-            await self._serve(conn)
+                await self._serve(conn)
+            finally:
+                await self._cleanup(conn)
         finally:
-            await self._cleanup(conn)
+            await self.roster.socket_closed(identity.user_id)
 
     async def _handshake(self, websocket: WebSocket) -> tuple[Identity, str | None]:
         query = parse_qs(websocket.scope.get("query_string", b"").decode("latin-1"))
@@ -166,7 +173,8 @@ class Gateway:
             conn.send(protocol.error(exc.code, exc.message, client_id))
         except Exception:
             log.exception("op failed on connection %s", conn.id)
-            conn.send(protocol.error(ErrorCode.BAD_REQUEST, "Could not process op", client_id))
+            message = "The server could not complete this op; retry later"
+            conn.send(protocol.error(ErrorCode.INTERNAL_ERROR, message, client_id))
 
     async def _dispatch(self, conn: Connection, op: protocol.Op) -> None:
         match op:
@@ -182,6 +190,8 @@ class Gateway:
                 await self._send(conn, op)
             case protocol.Typing():
                 await self._typing(conn, op)
+            case protocol.Presence():
+                await self._presence(conn, op)
 
     async def _reauth(self, conn: Connection, op: protocol.Auth) -> None:
         try:
@@ -214,7 +224,7 @@ class Gateway:
         seq = floor if resolved.durable else None
         conn.send(protocol.subscribed(op.channel, seq, recovered, op.id))
         self.hub.activate(sub, floor, acl)
-        if resolved.kind.presence:
+        if resolved.kind.presence and await self.roster.joined(op.channel, conn.user_id):
             await self._publish_ephemeral(
                 op.channel, "presence.joined", {"user_id": conn.user_id}, conn.user_id
             )
@@ -275,9 +285,26 @@ class Gateway:
             task.add_done_callback(self._background.discard)
 
     async def _left(self, conn: Connection, channel: str) -> None:
-        await self._publish_ephemeral(
-            channel, "presence.left", {"user_id": conn.user_id}, conn.user_id
-        )
+        """One subscription closed: the others see the user leave once their last one, on
+        every instance, has."""
+        if await self.roster.left(channel, conn.user_id):
+            await self._publish_ephemeral(
+                channel, "presence.left", {"user_id": conn.user_id}, conn.user_id
+            )
+
+    async def _presence(self, conn: Connection, op: protocol.Presence) -> None:
+        """The distinct users subscribed to a presence channel on any live instance."""
+        resolved = self.registry.resolve(op.channel)
+        if not resolved.kind.presence:
+            raise ChannelError(ErrorCode.BAD_REQUEST, f"{op.channel} has no presence")
+        if op.channel not in conn.subs:
+            await self.registry.authorize(conn.user_id, resolved)
+        try:
+            await self.roster.sweep()  # an instance that just expired leaves first
+        except Exception as exc:
+            log.info("presence sweep skipped: %s", exc)
+        users = await self.roster.members(op.channel)
+        conn.send(protocol.presence(op.channel, users, op.id))
 
     # Domain hooks -------------------------------------------------------------------------
 
@@ -286,7 +313,7 @@ class Gateway:
         hook = resolved.kind.on_send
         if hook is None:
             raise ChannelError(ErrorCode.BAD_REQUEST, f"{op.channel} does not accept messages")
-        data = await hook(conn.user_id, resolved, op.body)
+        data = await hook(conn.user_id, resolved, op.body, op.client_id)
         conn.send(protocol.with_id({"type": "ack", "data": data}, op.id))
 
     async def _typing(self, conn: Connection, op: protocol.Typing) -> None:

@@ -20,6 +20,7 @@ from channels.metrics import Metrics
 from channels.protocol import encode
 from channels.publisher import Publisher
 from channels.relay import Relay
+from channels.roster import MemoryRoster, Roster
 from channels.types import Authenticate, ConsumeTicket, Event, JSONObject, utcnow
 
 log = logging.getLogger("kuda.realtime")
@@ -44,12 +45,15 @@ class Realtime:
         authenticate: Authenticate,
         consume_ticket: ConsumeTicket,
         read_sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+        roster: Roster | None = None,
     ) -> None:
         """`sessionmaker` serves the writes (publisher marks, relay); `read_sessionmaker`, if
-        given (autocommit, no BEGIN/ROLLBACK round trips), the reads of subscribes and hubs."""
+        given (autocommit, no BEGIN/ROLLBACK round trips), the reads of subscribes and hubs.
+        `roster` counts sockets and presence across instances (in-process by default)."""
         self.config = config
         reads = read_sessionmaker or sessionmaker
         self.broker = broker
+        self.roster: Roster = roster or MemoryRoster()
         self.metrics = Metrics(lambda: broker.healthy)
         self.registry = ChannelRegistry()
         self.registry.register("user:{id}", own_user_channel)
@@ -72,6 +76,7 @@ class Realtime:
             consume_ticket,
             self.publish_ephemeral,
             self.metrics,
+            self.roster,
         )
         self._resync_task: asyncio.Task[None] | None = None
 
@@ -84,6 +89,7 @@ class Realtime:
         await self.broker.start(self.hub.on_message, self.hub.resync)
         self.publisher.start()
         self.relay.start()
+        await self.roster.start(self._presence_changed)
         self._resync_task = asyncio.create_task(self._resync_loop(), name="kuda-resync-loop")
 
     async def stop(self) -> None:
@@ -91,6 +97,7 @@ class Realtime:
             self._resync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resync_task
+        await self.roster.stop()
         await self.relay.stop()
         await self.publisher.stop()
         await self.hub.close()
@@ -103,6 +110,11 @@ class Realtime:
                 await self.hub.resync()
             except Exception:
                 log.exception("periodic resync failed")
+
+    async def _presence_changed(self, channel: str, change: str, user_id: int) -> None:
+        """A cluster-wide presence transition found by the roster (an expired instance's
+        users leaving, or this instance's state pushed again)."""
+        await self.publish_ephemeral(channel, f"presence.{change}", {"user_id": user_id}, user_id)
 
     async def publish_ephemeral(
         self, channel: str, event: str, data: JSONObject, exclude_user: int = 0

@@ -18,6 +18,7 @@ from channels.types import iso
 MAX_CHANNEL_LENGTH = 200
 MAX_ID_LENGTH = 64
 MAX_TOKEN_LENGTH = 8192
+MAX_MESSAGE_ID_LENGTH = 64
 
 ClientId = str | int | None
 
@@ -61,6 +62,7 @@ class Send:
     id: ClientId
     channel: str
     body: str
+    client_id: str | None = None  # the sender's id for the message: a retry is stored once
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,13 @@ class Typing:
     channel: str
 
 
-Op = Subscribe | Unsubscribe | Ping | Auth | Send | Typing
+@dataclass(frozen=True, slots=True)
+class Presence:
+    id: ClientId
+    channel: str
+
+
+Op = Subscribe | Unsubscribe | Ping | Auth | Send | Typing | Presence
 
 
 def parse(text: str) -> Op:
@@ -146,11 +154,18 @@ def _send(frame: dict[str, Any], cid: ClientId) -> Op:
     if not isinstance(body, str):
         name = "required" if body is None else "must be a string"
         raise FrameError(ErrorCode.VALIDATION_ERROR, f"`body` {name}", cid)
-    return Send(cid, _channel(frame, cid), body)
+    client_id = None
+    if frame.get("client_id") is not None:
+        client_id = _string(frame, "client_id", cid, MAX_MESSAGE_ID_LENGTH)
+    return Send(cid, _channel(frame, cid), body, client_id)
 
 
 def _typing(frame: dict[str, Any], cid: ClientId) -> Op:
     return Typing(cid, _channel(frame, cid))
+
+
+def _presence(frame: dict[str, Any], cid: ClientId) -> Op:
+    return Presence(cid, _channel(frame, cid))
 
 
 _PARSERS = {
@@ -160,6 +175,7 @@ _PARSERS = {
     "auth": _auth,
     "send": _send,
     "typing": _typing,
+    "presence": _presence,
 }
 
 
@@ -201,6 +217,10 @@ def subscribed(
         frame["seq"] = seq
     frame["recovered"] = recovered
     return with_id(frame, client_id)
+
+
+def presence(channel: str, users: list[int], client_id: ClientId) -> dict[str, Any]:
+    return with_id({"type": "presence", "channel": channel, "users": users}, client_id)
 
 
 def unsubscribed(

@@ -32,6 +32,7 @@ from server.notifications.router import router as notifications_router
 from server.ratelimit import Counter, MemoryCounter, RedisCounter
 from server.realtime import create_realtime
 from server.reviews.router import router as reviews_router
+from server.rides.router import mine_router as my_rides_router
 from server.rides.router import router as rides_router
 from server.users.router import router as users_router
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(auth_router)
+    app.include_router(my_rides_router)  # /users/me/rides, before /users/{id}
     app.include_router(users_router)
     app.include_router(rides_router)
     app.include_router(bookings_router)

@@ -17,7 +17,18 @@ _CODES = {
     "forbidden": ErrorCode.FORBIDDEN,
     "validation_error": ErrorCode.VALIDATION_ERROR,
     "conflict": ErrorCode.CONFLICT,
+    "rate_limited": ErrorCode.RATE_LIMITED,
+    "too_large": ErrorCode.TOO_LARGE,
+    "unauthorized": ErrorCode.UNAUTHORIZED,
 }
+
+
+def socket_error(exc: AppError) -> ChannelError:
+    """A REST refusal as a socket error: the same code where the socket has it; a server-side
+    failure (5xx, e.g. `unavailable`) is `internal_error`; any other refusal `bad_request`."""
+    if exc.status >= 500:
+        return ChannelError(ErrorCode.INTERNAL_ERROR, exc.message)
+    return ChannelError(_CODES.get(exc.code, ErrorCode.BAD_REQUEST), exc.message)
 
 
 def register(
@@ -38,14 +49,14 @@ def register(
             member = await chat.is_member(session, ride, user_id)
         return Access.ALLOW if member else Access.FORBIDDEN
 
-    async def on_send(user_id: int, channel: ResolvedChannel, body: str) -> dict[str, Any]:
+    async def on_send(
+        user_id: int, channel: ResolvedChannel, body: str, client_id: str | None
+    ) -> dict[str, Any]:
         async with sessionmaker() as session:
             try:
-                view = await chat.post(session, user_id, int(channel.params["id"]), body)
+                view = await chat.post(session, user_id, int(channel.params["id"]), body, client_id)
             except AppError as exc:
-                raise ChannelError(
-                    _CODES.get(exc.code, ErrorCode.BAD_REQUEST), exc.message
-                ) from exc
+                raise socket_error(exc) from exc
             await session.commit()
         return view
 

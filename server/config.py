@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     event_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
     relay_interval_s: float = Field(default=1.0, gt=0)
     resync_interval_s: float = Field(default=5.0, gt=0)
+    instance_heartbeat_s: float = Field(
+        default=1.0, gt=0, description="how often an instance renews its liveness in Redis"
+    )
+    instance_ttl_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="an instance silent this long is dead: its sockets and presence are removed",
+    )
     taxi_services: list[TaxiService] = []
     require_verified_drivers: bool = False
     db_pool_size: int = Field(default=20, ge=1)
@@ -104,6 +112,12 @@ class Settings(BaseSettings):
             return RedisTopology.parse(self.redis_url, self.redis_mode, self.redis_sentinel_service)
         except TopologyError as exc:
             raise ValueError(str(exc)) from exc
+
+    @model_validator(mode="after")
+    def _ttl_outlives_heartbeat(self) -> Settings:
+        if self.instance_ttl_s < 2 * self.instance_heartbeat_s:
+            raise ValueError("INSTANCE_TTL_S must be at least twice INSTANCE_HEARTBEAT_S")
+        return self
 
     @property
     def embedded(self) -> bool:

@@ -11,6 +11,7 @@ from channels.brokers import Broker, MemoryBroker, RedisBroker, RedisClusterBrok
 from channels.connection import Limits
 from channels.gateway import GatewayConfig
 from channels.outbox import PUBLISHER_KEY
+from channels.roster import MemoryRoster, RedisRoster, Roster
 from server.auth.service import AuthService
 from server.auth.tokens import InvalidToken
 from server.config import Settings
@@ -23,6 +24,25 @@ def create_broker(settings: Settings) -> Broker:
     if topology.mode == "cluster":
         return RedisClusterBroker(topology, settings.redis_prefix)
     return RedisBroker(topology, settings.redis_prefix)
+
+
+def create_roster(settings: Settings) -> Roster:
+    """Sockets and presence across instances; its own small client, with timeouts well under
+    the liveness TTL so a slow Redis cannot hold a socket's handshake for long."""
+    topology = settings.redis_topology
+    if topology is None:
+        return MemoryRoster()
+    timeout = max(0.5, settings.instance_ttl_s / 4)
+    client = topology.client(
+        max_connections=32, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    return RedisRoster(
+        client,
+        settings.redis_prefix,
+        heartbeat_s=settings.instance_heartbeat_s,
+        ttl_s=settings.instance_ttl_s,
+        owns_client=True,
+    )
 
 
 def node_config(settings: Settings) -> NodeConfig:
@@ -72,6 +92,7 @@ def create_realtime(
         authenticate,
         consume_ticket,
         read_sessionmaker=read_sessionmaker,
+        roster=create_roster(settings),
     )
     # Every session the app makes hands its committed events to this node's publisher.
     sessionmaker.configure(info={PUBLISHER_KEY: realtime.publisher})

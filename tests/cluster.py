@@ -32,7 +32,8 @@ class Cluster:
         self._factory = factory
         self.processes: list[Server] = []
 
-    def env(self) -> dict[str, str]:
+    def env(self, **extra: str) -> dict[str, str]:
+        """The processes' environment; `extra` (e.g. INSTANCE_TTL_S="2") overrides it."""
         return kuda_env(
             DATABASE_URL=self.db_url,
             REDIS_URL=self.redis_url,
@@ -44,21 +45,28 @@ class Cluster:
             PASSWORD_HASH_MEMORY_KIB="1024",
             RELAY_INTERVAL_S="0.5",
             RESYNC_INTERVAL_S="2",
+            **extra,
         )
 
-    async def process(self, name: str = "a", port: int | None = None) -> Server:
+    async def process(self, name: str = "a", port: int | None = None, **extra: str) -> Server:
+        """`extra` (e.g. INSTANCE_TTL_S="2") overrides the environment; `port` reuses one."""
         log_path = self.tmp / f"{name}-{len(self.processes)}.log"
-        server = Server(self.env(), log_path, port=port)
+        server = Server(self.env(**extra), log_path, port=port)
         self.processes.append(server)
         await asyncio.to_thread(server.wait_ready)
         return server
 
-    async def in_process(self) -> LiveServer:
-        server: LiveServer = await self._factory(
-            redis_url=self.redis_url, redis_prefix=self.prefix, relay_interval_s=0.5,
-            resync_interval_s=2, redis_mode=self.redis_mode,
-            redis_sentinel_service=self.sentinel_service,
-        )  # fmt: skip
+    async def in_process(self, **overrides: Any) -> LiveServer:
+        """The app in the test's loop; `overrides` are Settings fields (instance_ttl_s=2)."""
+        settings: dict[str, Any] = {
+            "redis_url": self.redis_url,
+            "redis_prefix": self.prefix,
+            "relay_interval_s": 0.5,
+            "resync_interval_s": 2,
+            "redis_mode": self.redis_mode,
+            "redis_sentinel_service": self.sentinel_service,
+        }
+        server: LiveServer = await self._factory(**{**settings, **overrides})
         return server
 
     async def stop(self) -> None:

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1/rides", tags=["chat"])
 CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
 
-@router.get("/{ride_id}/messages", response_model=MessagePage)
+@router.get("/{ride_id}/messages", response_model=MessagePage, response_model_exclude_unset=True)
 async def messages(
     ride_id: PathId,
     response: Response,
@@ -56,5 +56,5 @@ async def post_message(
         key,
         request,
         data,
-        lambda: service.post(session, user.id, ride_id, data.body),
+        lambda: service.post(session, user.id, ride_id, data.body, data.client_id),
     )

@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from server import channel_names, snapshot
-from server.deps import CurrentUser, SessionDep, UserId
+from server.deps import CurrentUser, ReadSessionDep, SessionDep, UserId
 from server.notifications import service
-from server.notifications.schemas import NotificationOut, NotificationPage, ReadAll
+from server.notifications.schemas import NotificationOut, NotificationPage, ReadAll, UnreadCount
 from server.snapshot import SnapshotSessionDep
 from server.validation import PathId
 
@@ -29,6 +29,11 @@ async def list_notifications(
     snapshot.fence(response, await snapshot.head(session, channel_names.user(user_id)))
     items = [NotificationOut.model_validate(n) for n in page.items]
     return NotificationPage(items=items, next_cursor=page.next_cursor)
+
+
+@router.get("/unread-count", response_model=UnreadCount)
+async def unread_count(user_id: UserId, session: ReadSessionDep) -> UnreadCount:
+    return UnreadCount(unread=await service.unread_count(session, user_id))
 
 
 @router.post("/read-all", response_model=ReadAll)

@@ -23,3 +23,7 @@ class NotificationPage(BaseModel):
 
 class ReadAll(BaseModel):
     updated: int
+
+
+class UnreadCount(BaseModel):
+    unread: int

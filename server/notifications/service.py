@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import channels
@@ -35,6 +35,14 @@ async def list_for(
     if unread:
         stmt = stmt.where(Notification.read_at.is_(None))
     return await newest_first(session, stmt, Notification.id, before_cursor(cursor), limit)
+
+
+async def unread_count(session: AsyncSession, user_id: int) -> int:
+    """Served by the partial index ix_notifications_unread (user_id, id) WHERE read_at IS NULL."""
+    stmt = select(func.count()).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None)
+    )
+    return int((await session.execute(stmt)).scalar_one())
 
 
 async def mark_read(session: AsyncSession, user_id: int, notification_id: int) -> Notification:

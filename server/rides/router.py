@@ -25,6 +25,7 @@ from server.snapshot import SnapshotSessionDep
 from server.validation import PathId, Text
 
 router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
+mine_router = APIRouter(prefix="/api/v1/users/me", tags=["rides"])
 
 CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
@@ -152,3 +153,17 @@ async def complete_ride(
     ride_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> dict[str, Any]:
     return await service.transition(session, cache, user, ride_id, "complete")
+
+
+@mine_router.get("/rides", response_model=RidePage, response_model_exclude_unset=True)
+async def my_rides(
+    user_id: UserId,
+    session: ReadSessionDep,
+    status: RideStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """The rides I drive (every status unless `status` is given), soonest departure first."""
+    rows, next_cursor = await ride_search.driven_by(session, user_id, status, cursor, limit)
+    page = {"items": [ride_view(r, d) for r, d in rows], "next_cursor": next_cursor}
+    return Response(orjson.dumps(page), media_type="application/json")

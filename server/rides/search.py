@@ -204,3 +204,42 @@ async def taxi_groups(
         .limit(limit)
     )
     return [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
+
+
+async def driven_by(
+    session: AsyncSession, driver_id: int, status: str | None, cursor: str | None, limit: int
+) -> tuple[list[tuple[Ride, User]], str | None]:
+    """`GET /users/me/rides`: the driver's rides, soonest departure first (then by id), with a
+    keyset cursor on (departure_at, id); served by ix_rides_driver (driver_id, departure_at)."""
+    conds: list[ColumnElement[bool]] = [Ride.driver_id == driver_id]
+    if status is not None:
+        conds.append(Ride.status == status)
+    if cursor is not None:
+        value, last_id = decode_cursor(cursor, 2)
+        try:
+            after = datetime.fromisoformat(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationFailed(
+                "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]
+            ) from exc
+        if not isinstance(last_id, int) or after.tzinfo is None:
+            raise ValidationFailed(
+                "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]
+            )
+        conds.append(
+            or_(Ride.departure_at > after, and_(Ride.departure_at == after, Ride.id > last_id))
+        )
+    stmt = (
+        select(Ride, User)
+        .join(User, User.id == Ride.driver_id)
+        .where(*conds)
+        .order_by(Ride.departure_at, Ride.id)
+        .limit(limit + 1)
+    )
+    rows = [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1][0]
+        next_cursor = encode_cursor([last.departure_at.isoformat(), last.id])
+    return page, next_cursor

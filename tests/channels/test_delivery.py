@@ -65,7 +65,9 @@ class Room:
             return Access.NOT_FOUND
         return Access.ALLOW if user_id in self.members else Access.FORBIDDEN
 
-    async def on_send(self, user_id: int, channel: ResolvedChannel, body: str) -> dict[str, Any]:
+    async def on_send(
+        self, user_id: int, channel: ResolvedChannel, body: str, client_id: str | None
+    ) -> dict[str, Any]:
         if user_id not in self.members:
             raise ChannelError(ErrorCode.FORBIDDEN, "not a member")
         message = {"id": len(self.sent) + 1, "user_id": user_id, "body": body}
