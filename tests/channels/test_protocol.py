@@ -297,6 +297,7 @@ def test_error_codes_are_the_contracts() -> None:
         "validation_error",
         "rate_limited",
         "too_large",
+        "internal_error",  # PROTOCOL.md section 6
     }
 
 
