@@ -22,6 +22,7 @@ from channels import events, protocol
 from channels.authz import ChannelError, ChannelRegistry, ResolvedChannel
 from channels.codes import CloseCode, ErrorCode
 from channels.connection import Connection, Limits
+from channels.faults import transient
 from channels.hub import Hub, OutFrame
 from channels.metrics import Metrics
 from channels.roster import Roster
@@ -171,10 +172,8 @@ class Gateway:
             conn.send(protocol.error(exc.code, exc.message, exc.client_id))
         except ChannelError as exc:
             conn.send(protocol.error(exc.code, exc.message, client_id))
-        except Exception:
-            log.exception("op failed on connection %s", conn.id)
-            message = "The server could not complete this op; retry later"
-            conn.send(protocol.error(ErrorCode.INTERNAL_ERROR, message, client_id))
+        except Exception as exc:
+            conn.send(protocol.error(ErrorCode.INTERNAL_ERROR, _failure(exc, conn), client_id))
 
     async def _dispatch(self, conn: Connection, op: protocol.Op) -> None:
         match op:
@@ -336,6 +335,15 @@ class Gateway:
             except Exception:
                 log.debug("presence.left not sent for %s", channel, exc_info=True)
         conn.subs.clear()
+
+
+def _failure(exc: Exception, conn: Connection) -> str:
+    """Log a failed op; the message for the client's `internal_error` frame."""
+    if transient(exc):
+        log.warning("op failed on connection %s: %s %s", conn.id, type(exc).__name__, exc)
+        return "The database is unavailable; retry shortly"
+    log.exception("op failed on connection %s", conn.id)
+    return "The server could not complete this op; retry later"
 
 
 async def _deny(websocket: WebSocket, denied: Denied) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels import envelope, events
 from channels.brokers.base import Broker
+from channels.faults import log_failure
 from channels.metrics import Metrics
 from channels.protocol import encode, ws_text_frame
 
@@ -291,8 +292,8 @@ class Hub:
                 pass
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("repair of %s failed; retrying on the next resync", ch.name)
+        except Exception as exc:
+            log_failure(log, f"repair of {ch.name} failed; retrying on the next resync", exc)
         finally:
             ch.repair = None
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from channels import envelope, outbox
 from channels.authz import ChannelRegistry, own_user_channel
 from channels.brokers.base import Broker, BrokerUnavailable
+from channels.faults import log_failure
 from channels.gateway import Gateway, GatewayConfig
 from channels.hub import Hub
 from channels.metrics import Metrics
@@ -108,8 +109,8 @@ class Realtime:
             await asyncio.sleep(self.config.resync_interval_s)
             try:
                 await self.hub.resync()
-            except Exception:
-                log.exception("periodic resync failed")
+            except Exception as exc:
+                log_failure(log, "periodic resync failed", exc)
 
     async def _presence_changed(self, channel: str, change: str, user_id: int) -> None:
         """A cluster-wide presence transition found by the roster (an expired instance's

@@ -16,6 +16,7 @@ from sqlalchemy.types import BigInteger
 
 from channels import envelope
 from channels.brokers.base import Broker, BrokerUnavailable
+from channels.faults import log_failure
 from channels.metrics import Metrics
 from channels.outbox import Committed
 from channels.protocol import encode
@@ -93,8 +94,8 @@ class Publisher:
             while self._queue:
                 try:
                     await self._publish_batch()
-                except Exception:  # never let one bad batch stop publishing; the relay retries
-                    log.exception("publishing a batch failed; the relay will publish it")
+                except Exception as exc:  # never let one bad batch stop publishing
+                    log_failure(log, "publishing a batch failed; the relay will publish it", exc)
 
     async def _publish_batch(self) -> None:
         batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
@@ -120,8 +121,8 @@ class Publisher:
             await asyncio.sleep(0.02)  # let a burst accumulate into one UPDATE
             try:
                 await self._flush_marks()
-            except Exception:
-                log.exception("could not mark events published; the relay may repeat them")
+            except Exception as exc:
+                log_failure(log, "could not mark events published; the relay may repeat them", exc)
 
     async def _flush_marks(self) -> None:
         ids, self._to_mark = self._to_mark, []

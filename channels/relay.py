@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels import events
 from channels.brokers.base import Broker, BrokerUnavailable
+from channels.faults import log_failure
 from channels.metrics import Metrics
 from channels.outbox import Committed
 from channels.publisher import mark_published, to_message
@@ -76,8 +77,8 @@ class Relay:
                     await self.trim_once()
             except BrokerUnavailable as exc:
                 log.info("relay waiting for the broker: %s", exc)
-            except Exception:
-                log.exception("relay pass failed")
+            except Exception as exc:
+                log_failure(log, "relay pass failed", exc)
 
     async def relay_once(self) -> int:
         """Publish one batch of stale unpublished events; returns how many."""

@@ -14,7 +14,7 @@ from server.users import repository
 
 async def create_admin(settings: Settings, email: str, name: str, password: str) -> bool:
     """Create the user as an administrator, or promote an existing one. True if changed."""
-    engine = create_engine(settings)
+    engine = create_engine(settings, serving=False)
     try:
         maker: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
         async with maker() as session:
@@ -35,7 +35,7 @@ async def create_admin(settings: Settings, email: str, name: str, password: str)
 async def seed_demo(
     settings: Settings, users: int, rides: int, days: int, random_seed: int
 ) -> SeedResult:
-    engine = create_engine(settings)
+    engine = create_engine(settings, serving=False)
     try:
         return await seed(
             create_sessionmaker(engine),

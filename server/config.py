@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     require_verified_drivers: bool = False
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=5, ge=0)
+    db_pool_timeout_s: float = Field(
+        default=5.0, gt=0, description="longest wait for a pooled connection, then 503"
+    )
+    db_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="longest wait to open a connection, then 503"
+    )
+    db_statement_timeout_s: float = Field(
+        default=10.0, gt=0, description="PostgreSQL cancels a statement that runs longer"
+    )
+    db_command_timeout_s: float = Field(
+        default=12.0, gt=0, description="longest wait for any answer (a stalled server), then 503"
+    )
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod

@@ -1,47 +1,122 @@
-"""Engine and session factory. Sessions are short: one per request or per socket command."""
+"""Engine and session factory. Sessions are short: one per request or per socket command.
+
+Faults (docs/reliability.md): every wait on PostgreSQL is bounded. A connection attempt gives up
+after `DB_CONNECT_TIMEOUT_S`, a request waiting for a pooled connection after
+`DB_POOL_TIMEOUT_S`, a statement after `DB_STATEMENT_TIMEOUT_S` (cancelled by the server) and,
+when the server does not answer at all (stalled), after `DB_COMMAND_TIMEOUT_S` on our side.
+There is no pre-ping on checkout (it cost three round trips per request): a connection the server
+closed (restart, crash, terminated backend) is noticed for free at checkout (the driver saw the
+socket close) and replaced; one that dies in use invalidates the pool, and the first statement
+of a session, which has done nothing yet, is retried once on a fresh connection. What still
+fails is answered 503 `unavailable` (server.errors).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session
 from starlette.requests import HTTPConnection
 
 from server.config import Settings
 
+log = logging.getLogger("kuda.db")
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+
+def create_engine(settings: Settings, *, serving: bool = True) -> AsyncEngine:
+    """The app's engine. `serving=False` (admin tasks such as seeding) lifts the statement and
+    command timeouts, which are sized for requests, not for bulk work."""
+    server_settings = {
+        "application_name": "kuda",
+        # asyncpg prepares every statement; PostgreSQL's generic plans ignore the
+        # actual values, which picks poor plans for search (docs/decisions.md D15).
+        "plan_cache_mode": "force_custom_plan",
+    }
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout_s,
+        "server_settings": server_settings,
+    }
+    if serving:
+        server_settings["statement_timeout"] = str(int(settings.db_statement_timeout_s * 1000))
+        connect_args["command_timeout"] = settings.db_command_timeout_s
+    engine = create_async_engine(
         settings.async_database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
-        connect_args={
-            "server_settings": {
-                "application_name": "kuda",
-                # asyncpg prepares every statement; PostgreSQL's generic plans ignore the
-                # actual values, which picks poor plans for search (docs/decisions.md D15).
-                "plan_cache_mode": "force_custom_plan",
-            }
-        },
+        pool_timeout=settings.db_pool_timeout_s,
+        pool_pre_ping=False,
+        connect_args=connect_args,
     )
+    event.listen(engine.sync_engine.pool, "checkout", _closed_on_checkout)
+    event.listen(engine.sync_engine, "handle_error", _timeouts_are_disconnects)
+    return engine
+
+
+def _closed_on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection whose socket the server closed is replaced before use (no round
+    trip: the driver already saw the close)."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("pooled connection was closed by the server")
+
+
+def _timeouts_are_disconnects(context: ExceptionContext) -> None:
+    """The server did not answer within the command timeout (stalled, or the network is gone):
+    that connection is in an unknown state, so it is dropped, and the pool with it, instead of
+    being handed to the next request."""
+    if isinstance(context.original_exception, TimeoutError | OSError):
+        context.is_disconnect = True
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=RetryingSession)
 
 
 def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for read-only requests: autocommit, so no BEGIN/ROLLBACK round trips."""
     return async_sessionmaker(
-        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        engine.execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
+        sync_session_class=RetryingSession,
     )
+
+
+class RetryingSession(Session):
+    """A session whose first statement is retried once when its connection turns out dead.
+
+    Safe because nothing has happened in the session yet: no transaction on the server (a
+    transaction dies with its connection), nothing loaded that a rollback would expire, nothing
+    pending that autoflush would have written. Later statements are not retried."""
+
+
+@event.listens_for(RetryingSession, "do_orm_execute")
+def _retry_first_statement(state: ORMExecuteState) -> Any:
+    session = state.session
+    if not _untouched(session):
+        return None
+    try:
+        return state.invoke_statement()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.info("connection lost before the session's first statement; retrying once")
+        session.rollback()
+        return state.invoke_statement()
+
+
+def _untouched(session: Session) -> bool:
+    return not (session.in_transaction() or session.identity_map or session.new or session.deleted)
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -9,8 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from channels.faults import transient
 
 log = logging.getLogger("kuda.errors")
 
@@ -139,6 +142,26 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", "Invalid request", _field_errors(exc))
 
 
+UNAVAILABLE_RETRY_AFTER_S = 1
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database is stopped, restarting, stalled or saturated: 503, retry shortly. Anything
+    else from the driver is a bug (500)."""
+    if not transient(exc):
+        return await _unexpected(request, exc)
+    log.warning("database unavailable on %s: %s: %s", request.url.path, type(exc).__name__,
+                getattr(exc, "orig", exc))  # fmt: skip
+    retry = str(UNAVAILABLE_RETRY_AFTER_S)
+    return error_response(
+        503,
+        "unavailable",
+        "The database is unavailable; retry shortly",
+        {"retry_after_s": UNAVAILABLE_RETRY_AFTER_S},
+        {"Retry-After": retry},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = request.scope.get("state", {}).get("request_id", "-")
     log.exception("unhandled error request_id=%s path=%s", request_id, request.url.path)
@@ -159,4 +182,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DataError, _data_error)
+    for kind in (DBAPIError, PoolTimeout, OSError):  # OSError: TimeoutError, refused connects
+        app.add_exception_handler(kind, _database_error)
     app.add_exception_handler(Exception, _unexpected)
