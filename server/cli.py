@@ -25,6 +25,9 @@ log = logging.getLogger("kuda.cli")
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.handler is _loadtest:
+        _loadtest(args.args)
+        return
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -64,7 +67,34 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--days", type=int, default=21)
     seed.add_argument("--random-seed", type=int, default=7)
     seed.set_defaults(handler=_seed)
+    load = sub.add_parser(
+        "loadtest",
+        help="load-test running instances (needs the `loadtest` extra)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    load.add_argument("args", nargs=argparse.REMAINDER)
+    load.set_defaults(handler=_loadtest)
     return parser
+
+
+LOADTEST_MISSING = """\
+kuda loadtest needs the `loadtest` extra, which the server does not install:
+    pip install 'kuda[loadtest]'
+or, from a checkout:
+    .venv/bin/pip install -e '.[loadtest]'
+(missing: {missing})"""
+
+
+def _loadtest(argv: list[str]) -> None:
+    try:
+        import httpx  # noqa: F401
+        import picows  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(LOADTEST_MISSING.format(missing=exc.name)) from exc
+    from kuda.loadtest.cli import main as loadtest_main
+
+    loadtest_main(argv)
 
 
 @contextmanager
