@@ -95,9 +95,12 @@ class Connection:
                 self._overflow()
                 return
             transport.write(frame.ws)
-        else:
+        elif frame.parts is None:
             self._enqueue(frame.payload)
-        self._tallies.frames_out += 1
+        else:
+            for payload in frame.parts:
+                self._enqueue(payload)
+        self._tallies.frames_out += frame.count
 
     def send(self, frame: dict[str, Any]) -> None:
         self.push(OutFrame(encode(frame)))

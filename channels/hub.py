@@ -4,6 +4,9 @@
   (`linger_s`) so reconnect churn does not thrash the broker.
 - Each event's frame is built once per instance and written to every subscriber without an
   `await` per subscriber (`Subscriber.push` is synchronous and never blocks).
+- With `coalesce` (what a node runs), the frames a channel receives within one event-loop
+  iteration (a burst read from the broker at once) are joined once per channel and written to
+  each subscriber in one push: one transport write per socket instead of one per event.
 - Durable events reach subscribers once, in seq order: duplicates (relay re-publishes) are
   dropped, out-of-order arrivals wait briefly, and gaps are filled from PostgreSQL with one query
   per channel (never per subscriber).
@@ -32,13 +35,27 @@ log = logging.getLogger("kuda.hub")
 
 
 class OutFrame:
-    """A server frame encoded once: `payload` (JSON) and `ws` (the WebSocket frame bytes)."""
+    """A server frame encoded once: `payload` (JSON) and `ws` (the WebSocket frame bytes).
 
-    __slots__ = ("payload", "ws")
+    A joined frame (`OutFrame.join`) carries several frames in order: `ws` is their bytes back
+    to back (one write), `parts` their payloads (for writers that send message by message)."""
+
+    __slots__ = ("count", "parts", "payload", "ws")
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
         self.ws = ws_text_frame(payload)
+        self.parts: tuple[bytes, ...] | None = None
+        self.count = 1
+
+    @classmethod
+    def join(cls, frames: list[OutFrame]) -> OutFrame:
+        out = cls.__new__(cls)
+        out.payload = b""
+        out.ws = b"".join([f.ws for f in frames])
+        out.parts = tuple(f.payload for f in frames)
+        out.count = len(frames)
+        return out
 
 
 class Subscriber(Protocol):
@@ -74,6 +91,7 @@ class _Channel:
         "linger",
         "live",
         "name",
+        "out",
         "pending",
         "push_live",
         "ready",
@@ -94,6 +112,7 @@ class _Channel:
         self.want_acl = 0
         self.target = 0  # a head seen in PostgreSQL that must be reached
         self.pending: dict[int, tuple[int, OutFrame]] = {}
+        self.out: list[OutFrame] = []  # delivered to `live`, not yet written (coalescing)
         self.repair: asyncio.Task[None] | None = None
         self.ready: asyncio.Future[None] | None = None
         self.linger: asyncio.TimerHandle | None = None
@@ -114,6 +133,7 @@ class Hub:
         *,
         gap_wait_s: float = 0.05,
         linger_s: float = 10.0,
+        coalesce: bool = False,
     ) -> None:
         self.broker = broker
         self._sessionmaker = sessionmaker
@@ -123,6 +143,9 @@ class Hub:
         self._linger_s = linger_s
         self._channels: dict[str, _Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._coalesce = coalesce
+        self._dirty: list[_Channel] = []
+        self._flush_handle: asyncio.Handle | None = None
 
     # Subscriptions -----------------------------------------------------------------------
 
@@ -173,6 +196,7 @@ class Hub:
         if sub.dropped:
             return False
         ch = self._channels[sub.channel]
+        self._flush_channel(ch)  # what `live` was owed goes out before it changes
         ch.syncing.discard(sub)
         sub.acl = acl
         sub.floor = floor
@@ -198,6 +222,7 @@ class Hub:
         ch = self._channels.get(sub.channel)
         if ch is None:
             return
+        self._flush_channel(ch)
         removed = ch.live.pop(sub, None) is not None
         for group in (ch.syncing, ch.catching):
             if sub in group:
@@ -258,13 +283,40 @@ class Hub:
 
     def _deliver(self, ch: _Channel, seq: int, frame: OutFrame) -> None:
         ch.last_seq = seq
-        for push in ch.live.values():
-            push(frame)
-        self._tallies.delivered += len(ch.live)
+        if ch.live:
+            ch.out.append(frame)
+            if len(ch.out) == 1:
+                self._mark_dirty(ch)
         for sub in ch.syncing:
             sub.buffer.append((seq, frame))
         if ch.catching:
+            self._flush_channel(ch)
             self._deliver_catching(ch, seq, frame)
+
+    def _mark_dirty(self, ch: _Channel) -> None:
+        self._dirty.append(ch)
+        if self._flush_handle is None:
+            if self._coalesce:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+            else:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Write what each channel received since the last flush: one push per subscriber."""
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for ch in dirty:
+            self._flush_channel(ch)
+
+    def _flush_channel(self, ch: _Channel) -> None:
+        frames = ch.out
+        if not frames:
+            return
+        ch.out = []
+        frame = frames[0] if len(frames) == 1 else OutFrame.join(frames)
+        for push in ch.live.values():
+            push(frame)
+        self._tallies.delivered += len(ch.live) * len(frames)
 
     def _deliver_catching(self, ch: _Channel, seq: int, frame: OutFrame) -> None:
         for sub in list(ch.catching):
@@ -276,6 +328,7 @@ class Hub:
                 ch.live[sub] = sub.subscriber.push
 
     def _fan_out_ephemeral(self, ch: _Channel, exclude_user: int, frame: OutFrame) -> None:
+        self._flush_channel(ch)  # after the durable frames that came before it
         for sub in [*ch.live, *ch.catching]:
             if sub.subscriber.user_id != exclude_user:
                 sub.subscriber.push(frame)
@@ -381,6 +434,9 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
         for ch in self._channels.values():
             if ch.linger is not None:
                 ch.linger.cancel()

@@ -58,7 +58,7 @@ class Realtime:
         self.metrics = Metrics(lambda: broker.healthy)
         self.registry = ChannelRegistry()
         self.registry.register("user:{id}", own_user_channel)
-        self.hub = Hub(broker, reads, self.metrics, linger_s=config.linger_s)
+        self.hub = Hub(broker, reads, self.metrics, linger_s=config.linger_s, coalesce=True)
         self.publisher = Publisher(broker, sessionmaker, self.metrics)
         self.relay = Relay(
             broker,

@@ -67,3 +67,136 @@ async def test_duplicates_are_dropped_and_out_of_order_waits(app: FastAPI) -> No
         await asyncio.sleep(0.01)
     assert rec.seqs == [1, 2, 3]
     await hub.close()
+
+
+# Coalescing: what a node runs (Hub(coalesce=True)) --------------------------------------------
+
+
+class Writes:
+    """Records each push as the list of seqs it carried (one push = one transport write)."""
+
+    def __init__(self, user_id: int = 1) -> None:
+        self.user_id = user_id
+        self.writes: list[list[int]] = []
+        self.frames: list[OutFrame] = []
+
+    def push(self, frame: OutFrame) -> None:
+        parts = frame.parts if frame.parts is not None else (frame.payload,)
+        self.writes.append([orjson.loads(p)["seq"] for p in parts])
+        self.frames.append(frame)
+
+    def revoked(self, channel: str) -> None:
+        pass
+
+    @property
+    def seqs(self) -> list[int]:
+        return [s for w in self.writes for s in w]
+
+
+async def _coalescing_hub(app: FastAPI) -> tuple[MemoryBroker, Hub]:
+    broker = MemoryBroker()
+    hub = Hub(broker, app.state.sessionmaker, Metrics(), coalesce=True)
+    await broker.start(hub.on_message, hub.resync)
+    return broker, hub
+
+
+async def _live(hub: Hub, rec: Writes, channel: str = "user:1", floor: int = 0) -> None:
+    sub = await hub.attach(rec, channel, durable=True)
+    assert hub.activate(sub, floor, 0)
+
+
+async def test_a_burst_reaches_each_subscriber_as_one_write_in_order(app: FastAPI) -> None:
+    broker, hub = await _coalescing_hub(app)
+    a, b = Writes(), Writes()
+    await _live(hub, a)
+    await _live(hub, b)
+    await broker.publish([("user:1", _event(n)) for n in (1, 2, 3)])
+    assert a.writes == [] and b.writes == []  # written at the end of this loop iteration
+    await asyncio.sleep(0)
+    assert a.writes == [[1, 2, 3]] and b.writes == [[1, 2, 3]]
+    singles = [OutFrame(orjson.dumps({"seq": n})).ws for n in (1, 2, 3)]
+    assert a.frames[0].ws == b"".join(singles)  # the frames back to back, one transport write
+    assert a.frames[0] is b.frames[0]  # joined once per channel, not per subscriber
+    await hub.close()
+
+
+async def test_events_of_different_iterations_are_separate_writes(app: FastAPI) -> None:
+    broker, hub = await _coalescing_hub(app)
+    rec = Writes()
+    await _live(hub, rec)
+    await broker.publish([("user:1", _event(1))])
+    await asyncio.sleep(0)
+    await broker.publish([("user:1", _event(2)), ("user:1", _event(3))])
+    await asyncio.sleep(0)
+    assert rec.writes == [[1], [2, 3]]
+    assert rec.frames[0].parts is None  # a lone frame is written as it is
+    await hub.close()
+
+
+async def test_duplicates_and_gaps_are_still_resolved_inside_a_burst(app: FastAPI) -> None:
+    broker = MemoryBroker()
+    hub = Hub(broker, app.state.sessionmaker, Metrics(), gap_wait_s=0.5, coalesce=True)
+    await broker.start(hub.on_message, hub.resync)
+    rec = Writes()
+    await _live(hub, rec)
+    burst = [1, 1, 3, 2, 3, 4]
+    await broker.publish([("user:1", _event(n)) for n in burst])
+    for _ in range(100):
+        if rec.seqs == [1, 2, 3, 4]:
+            break
+        await asyncio.sleep(0.01)
+    assert rec.seqs == [1, 2, 3, 4]
+    await hub.close()
+
+
+async def test_a_subscriber_activated_mid_burst_gets_each_event_once(app: FastAPI) -> None:
+    """B syncs while a burst is pending for the live A: B's replay covered seq 1, so it must
+    get 2 (from its buffer) and never the burst's copy of 1 or 2 again."""
+    broker, hub = await _coalescing_hub(app)
+    a, b = Writes(), Writes()
+    await _live(hub, a)
+    sub_b = await hub.attach(b, "user:1", durable=True)
+    await broker.publish([("user:1", _event(1)), ("user:1", _event(2))])
+    assert hub.activate(sub_b, 1, 0)  # before the end of the iteration
+    await broker.publish([("user:1", _event(3))])
+    await asyncio.sleep(0)
+    assert a.seqs == [1, 2, 3]
+    assert b.seqs == [2, 3]
+    await hub.close()
+
+
+async def test_a_subscriber_catching_up_joins_the_burst_without_repeats(app: FastAPI) -> None:
+    """C's sync saw head 2 before the hub did (it is ahead of the hub: catching); the burst
+    1..4 brings the hub past it. C gets 3 and 4 once, A gets everything."""
+    broker, hub = await _coalescing_hub(app)
+    a, c = Writes(), Writes()
+    await _live(hub, a)
+    sub_c = await hub.attach(c, "user:1", durable=True)
+    assert hub.activate(sub_c, 2, 0)
+    await broker.publish([("user:1", _event(n)) for n in (1, 2, 3, 4)])
+    for _ in range(100):
+        if a.seqs == [1, 2, 3, 4]:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
+    assert a.seqs == [1, 2, 3, 4]
+    assert c.seqs == [3, 4]
+    await hub.close()
+
+
+async def test_an_ephemeral_event_follows_the_durable_ones_before_it(app: FastAPI) -> None:
+    broker, hub = await _coalescing_hub(app)
+    order: list[str] = []
+
+    class Both(Writes):
+        def push(self, frame: OutFrame) -> None:
+            parts = frame.parts if frame.parts is not None else (frame.payload,)
+            order.extend(str(orjson.loads(p).get("seq", "typing")) for p in parts)
+
+    rec = Both(user_id=2)
+    await _live(hub, rec)
+    typing = envelope.ephemeral(1, time.time(), orjson.dumps({"event": "typing"}))
+    await broker.publish([("user:1", _event(1)), ("user:1", _event(2)), ("user:1", typing)])
+    await asyncio.sleep(0)
+    assert order == ["1", "2", "typing"]
+    await hub.close()
