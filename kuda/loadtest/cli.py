@@ -24,8 +24,9 @@ the real REST API, and an accounting of every delivery (lost, duplicated, out of
 Scenarios:
   idle    N authenticated sockets, each subscribed to its user channel, held --duration s with
           the server's heartbeats: server RSS per socket, sockets still alive at the end
-  hot     N sockets on one channel (ride:{id}, or the live `rides` board with --channel rides),
-          events published through REST at --rate/s (0: as fast as --publishers go)
+  hot     N sockets on one channel (ride:{id}, or the live `rides` board with --channel rides);
+          with --events E, E events published back to back through REST (--publishers calls
+          in flight): deliveries/s; then --rate events/s for --duration s: latency
   many    --channels ride chats with --members members each (one socket per member), chat
           messages posted through REST at --rate/s over all of them
   churn   connect, subscribe, close, again, from --concurrency loops for --duration s
@@ -68,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=32, help="churn, rest: loops in all")
     p.add_argument("--missed", type=int, default=1, help="resume: events per channel while away")
     p.add_argument("--rides", type=int, default=200, help="rest: rides to create")
+    p.add_argument(
+        "--events", type=int, default=0, help="hot: first publish this many back to back"
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -91,6 +95,7 @@ def options(args: argparse.Namespace) -> Options:
         concurrency=args.concurrency,
         missed=args.missed,
         rides=args.rides,
+        events=args.events,
         progress=not args.no_progress,
     )
 
@@ -123,7 +128,8 @@ async def run(args: argparse.Namespace) -> int:
         if args.json is not None:
             args.json.write_text(json.dumps(r.summary.json(), indent=2, default=str))
         d = r.summary.data
-        bad = any(d.get(k) for k in ("lost", "duplicated", "out_of_order", "connect_failed"))
+        keys = ("lost", "duplicated", "out_of_order", "connect_failed", "subscribe_failed")
+        bad = any(d.get(k) for k in keys)
         return 1 if bad else 0
     finally:
         await pool.stop()

@@ -11,9 +11,12 @@ from typing import Any
 
 import orjson
 
+WORKER = [sys.executable, "-m", "kuda.loadtest.worker"]
+
 
 class WorkerProc:
-    def __init__(self) -> None:
+    def __init__(self, argv: list[str] | None = None) -> None:
+        self.argv = argv or WORKER
         self.proc: asyncio.subprocess.Process | None = None
         self._replies: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
@@ -21,9 +24,7 @@ class WorkerProc:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "kuda.loadtest.worker",
+            *self.argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 26,
@@ -79,8 +80,8 @@ class WorkerProc:
 
 
 class Pool:
-    def __init__(self, size: int) -> None:
-        self.workers = [WorkerProc() for _ in range(size)]
+    def __init__(self, size: int, argv: list[str] | None = None) -> None:
+        self.workers = [WorkerProc(argv) for _ in range(size)]
 
     async def start(self) -> None:
         await asyncio.gather(*(w.start() for w in self.workers))

@@ -43,6 +43,7 @@ class Options:
     concurrency: int = 32
     missed: int = 1
     rides: int = 200
+    events: int = 0
     progress: bool = True
 
 
@@ -160,6 +161,10 @@ class Run:
             "connect_rate", "connect rate (sockets/s)", len(specs) / connect_s, "{:,.0f}"
         )
         self.summary.add("connect_failed", "sockets failed to open", s["failed"], "{:,}")
+        unacked = s["opened"] - s["ready"]
+        self.summary.add(
+            "subscribe_failed", "sockets whose subscribe was not acked", unacked, "{:,}"
+        )
         if s["error_example"]:
             self.summary.notes.append(f"first client error: {s['error_example']}")
         return connect_s
@@ -224,14 +229,22 @@ class Run:
             )
 
     async def publish(
-        self, call: Callable[[int], Awaitable[None]], rate: float, seconds: float, concurrency: int
+        self,
+        call: Callable[[int], Awaitable[None]],
+        rate: float,
+        seconds: float,
+        concurrency: int,
+        count: int | None = None,
+        first: int = 1,
     ) -> tuple[int, int, float, Histogram]:
-        """Calls `call(n)` for n = 1, 2, ...: paced at `rate`/s for `seconds` (at most
-        `concurrency` in flight), or with rate 0 as fast as `concurrency` loops go."""
+        """Calls `call(n)` for n = first, first + 1, ...: paced at `rate`/s for `seconds` (at
+        most `concurrency` in flight), or with rate 0 as fast as `concurrency` loops go, for
+        `seconds` or until `count` calls."""
         ok = failed = 0
         took = Histogram()
         gate = asyncio.Semaphore(concurrency)
-        counter = 0
+        counter = first - 1
+        last = None if count is None else first - 1 + count
 
         async def one(n: int) -> None:
             nonlocal ok, failed
@@ -251,17 +264,19 @@ class Run:
         deadline = start + seconds
         tasks: list[asyncio.Task[None]] = []
         if rate > 0:
-            for k in range(round(rate * seconds)):
+            for k in range(round(rate * seconds) if count is None else count):
                 delay = start + k / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await gate.acquire()
-                tasks.append(asyncio.create_task(one(k + 1)))
+                tasks.append(asyncio.create_task(one(first + k)))
         else:
 
             async def loop() -> None:
                 nonlocal counter
-                while time.monotonic() < deadline:
+                while (last is None and time.monotonic() < deadline) or (
+                    last is not None and counter < last
+                ):
                     counter += 1
                     await gate.acquire()
                     await one(counter)
@@ -326,14 +341,21 @@ async def hot(run: Run) -> None:
     users = await run.users(max(2, min(o.users, o.sockets)))
     driver = users[0]
     board = o.channel == "rides"
+    ride = 0
     if board:
         channel = "rides"
     else:
         ride = await api.create_ride(run.http, run.base(0), driver, api.ride_body(0))
         channel = f"ride:{ride}"
+    before = run.servers.sample()
     specs = [run.spec(i, users[i % len(users)], [channel]) for i in range(o.sockets)]
     await run.open(specs)
-    await run.pool.each("reset_latency")
+    await asyncio.sleep(SETTLE_S)
+    after = run.servers.sample()
+    ready = max(1, run.stats["ready"])
+    add = run.summary.add
+    rss = (after.rss_kib - before.rss_kib) / ready
+    add("rss_per_socket_kib", "server RSS per subscribed socket (KiB)", rss, "{:.1f}")
 
     async def call(n: int) -> None:
         base = run.base(n)
@@ -342,43 +364,75 @@ async def hot(run: Run) -> None:
         else:
             await api.patch_ride(run.http, base, driver, ride, marked(n))
 
-    servers, tool = Cpu(run.servers), Cpu(run.tool)
+    async def expected(published: int) -> dict[str, int]:
+        if board:
+            return {channel: published}
+        return {channel: await api.channel_head(run.http, run.base(0), driver, channel)}
+
     what = "POST /rides" if board else f"PATCH /rides/{{id}} -> {channel}"
-    rate = f"{o.rate:g}/s" if o.rate > 0 else f"as fast as {o.publishers} publishers go"
-    run.progress.set(f"publishing ({what}, {rate})", run.socket_line)
-    t0 = time.monotonic()
-    pub = asyncio.ensure_future(run.publish(call, o.rate, o.duration, o.publishers))
-    ok, failed, pub_s, took = await run.watch(pub)
-    if board:
-        expect = {channel: ok + failed}
-    else:
-        expect = {channel: await api.channel_head(run.http, run.base(0), driver, channel)}
-    run.progress.set("waiting for every socket to hold every event", run.socket_line)
-    done = await run.wait_complete(expect)
-    tally, hists, s = await run.histograms(expect)
-    add = run.summary.add
-    add("published", "events published through REST", ok, "{:,}")
-    add("publish_failed", "publish calls failed", failed, "{:,}")
-    add("publish_rate", "publish rate achieved (/s)", ok / pub_s, "{:,.1f}")
-    run.summary.latency("publish_call", "REST publish call", took)
-    if done is not None:
+    published = 0
+    if o.events > 0:  # throughput: events back to back
+        await run.pool.each("reset_latency")
+        servers, tool = Cpu(run.servers), Cpu(run.tool)
+        run.progress.set(f"{o.events} events back to back ({what})", run.socket_line)
+        t0 = time.monotonic()
+        pub = asyncio.ensure_future(run.publish(call, 0, 0, o.publishers, count=o.events))
+        ok, failed, pub_s, _ = await run.watch(pub)
+        published = ok + failed
+        done = await run.wait_complete(await expected(published))
+        deliveries = run.stats["ready"] * ok
+        add("throughput_events", "back to back: events published", ok, "{:,}")
+        add("throughput_publish_rate", "back to back: publish rate (/s)", ok / pub_s, "{:,.1f}")
+        if done is not None:
+            add(
+                "first_to_all_s",
+                "back to back: first publish -> all delivered (s)",
+                done - t0,
+                "{:.3f}",
+            )
+            add(
+                "deliveries_per_s",
+                "back to back: deliveries/s",
+                deliveries / (done - t0),
+                "{:,.0f}",
+            )
+        else:
+            add("deliveries_per_s", "back to back: deliveries/s", None)
+            run.summary.notes.append("back to back: deliveries stalled before all arrived")
+        cpu = servers.seconds()
         add(
-            "first_to_all_s",
-            "first publish -> every socket has every event (s)",
-            done - t0,
-            "{:.3f}",
+            "throughput_server_cpu_per_delivery_us",
+            "back to back: server CPU per delivery (µs)",
+            1e6 * cpu / max(1, deliveries),
+            "{:.2f}",
         )
         add(
-            "deliveries_per_s",
-            "delivered events/s (over that window)",
-            tally.received / (done - t0),
-            "{:,.0f}",
+            "throughput_tool_cpu_pct",
+            "back to back: this tool's CPU (% of one core)",
+            tool.percent(),
+            "{:.0f}",
         )
-    else:
-        add("deliveries_per_s", "delivered events/s", None)
-        run.summary.notes.append("deliveries stalled before every socket had every event")
+    if o.rate > 0:  # latency at a steady rate
+        await run.pool.each("reset_latency")
+        servers, tool = Cpu(run.servers), Cpu(run.tool)
+        run.progress.set(f"{o.rate:g} events/s for {o.duration:g} s ({what})", run.socket_line)
+        t0 = time.monotonic()
+        pub = asyncio.ensure_future(
+            run.publish(call, o.rate, o.duration, o.publishers, first=published + 1)
+        )
+        ok, failed, pub_s, took = await run.watch(pub)
+        published += ok + failed
+        run.progress.set("waiting for every socket to hold every event", run.socket_line)
+        done = await run.wait_complete(await expected(published))
+        add("published", "steady: events published through REST", ok, "{:,}")
+        add("publish_failed", "steady: publish calls failed", failed, "{:,}")
+        add("publish_rate", "steady: publish rate achieved (/s)", ok / pub_s, "{:,.1f}")
+        run.summary.latency("publish_call", "steady: REST publish call", took)
+        if done is None:
+            run.summary.notes.append("deliveries stalled before every socket had every event")
+        run.cpu_rows(servers, tool, run.stats["ready"] * ok, "delivery")
+    tally, hists, s = await run.histograms(await expected(published))
     run.delivery_rows(tally, hists, s)
-    run.cpu_rows(servers, tool, tally.received, "delivery")
 
 
 async def many(run: Run) -> None:

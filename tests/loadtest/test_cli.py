@@ -48,6 +48,7 @@ def test_hot_delivers_every_event_to_every_socket(tmp_path: Path) -> None:
     assert code == 0, output
     r = result["results"]
     assert isinstance(r, dict)
+    assert r["connect_failed"] == 0 and r["subscribe_failed"] == 0
     assert r["published"] == 40 and r["publish_failed"] == 0
     assert r["delivered"] == 30 * 40
     assert (r["lost"], r["duplicated"], r["out_of_order"], r["dropped"]) == (0, 0, 0, 0)
