@@ -72,6 +72,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--events", type=int, default=0, help="hot: first publish this many back to back"
     )
+    p.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=16,
+        help="handshakes + subscribes in flight, all client processes together",
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -96,6 +102,7 @@ def options(args: argparse.Namespace) -> Options:
         missed=args.missed,
         rides=args.rides,
         events=args.events,
+        connect_concurrency=args.connect_concurrency,
         progress=not args.no_progress,
     )
 

@@ -25,7 +25,6 @@ from kuda.loadtest.report import Cpu, Progress, Summary
 
 SETTLE_S = 2.0
 T = TypeVar("T")
-CONNECT_CONCURRENCY = 64
 
 
 @dataclass
@@ -44,6 +43,7 @@ class Options:
     missed: int = 1
     rides: int = 200
     events: int = 0
+    connect_concurrency: int = 16
     progress: bool = True
 
 
@@ -145,7 +145,7 @@ class Run:
                 "open",
                 "specs",
                 self.pool.split(specs),
-                concurrency=CONNECT_CONCURRENCY,
+                concurrency=max(1, self.opts.connect_concurrency // len(self.pool.workers)),
                 resume=resume,
             )
         )
