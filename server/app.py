@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from channels import Realtime
 from channels.brokers import RedisClient
-from server import channel_policy, docs_ui, health
+from server import channel_policy, docs_ui, health, web
 from server.admin.router import router as admin_router
 from server.auth.passwords import Passwords
 from server.auth.router import router as auth_router
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(channels_router)
     app.router.add_websocket_route("/ws", _websocket)
     docs_ui.install(app)
+    web.install(app)
     return app
 
 
