@@ -208,3 +208,27 @@ async def test_a_consumer_that_falls_behind_its_buffer_still_gets_every_event_in
                 await asyncio.sleep(0.05)
         assert seqs(await take(sub, 60)) == list(range(1, 61)) and sub.resets == 0
         assert pages  # what did not fit was fetched from the REST replay
+
+
+async def test_presence_lists_the_users_subscribed_to_a_chat(
+    live: LiveServer, http: httpx.AsyncClient
+) -> None:
+    driver, passenger = await signup(http), await signup(http)
+    ride = (await http.post("/api/v1/rides", json=RIDE, headers=driver.headers)).json()
+    booked = await http.post(
+        f"/api/v1/rides/{ride['id']}/bookings", json={"seats": 1}, headers=passenger.headers
+    )
+    assert booked.status_code == 201
+    chat = f"ride:{ride['id']}:chat"
+    async with (
+        Client(live.http, login_token(live.http, driver)) as on_driver,
+        Client(live.http, login_token(live.http, passenger)) as on_passenger,
+    ):
+        driver_sub = await on_driver.subscribe(chat)
+        await on_passenger.subscribe(chat)
+        async with asyncio.timeout(30):
+            while sorted(await on_driver.presence(chat)) != sorted([driver.id, passenger.id]):
+                await asyncio.sleep(0.1)
+        joined = await take(driver_sub, 1)
+        assert joined[0]["event"] == "presence.joined"
+        assert joined[0]["data"] == {"user_id": passenger.id}

@@ -17,19 +17,30 @@ export class Board {
           h("h2", {}, "Live board ", h("span", { class: "live-dot", title: "Updates live" })),
           this.count),
         this.list)));
-    this.cleanups = [
-      ctx.kuda.on("state", (state, info) => state === "connected" && info.previous !== "connected" && this.load()),
-      ctx.bookings.onChange(() => this.render()),
-    ];
-    this.sub = ctx.kuda.subscribe("rides", (frame) => this.apply(frame));
+    this.cleanups = [ctx.bookings.onChange(() => this.render())];
+    // Fetch the search once live: each time the `rides` subscription is (re)established, so a ride
+    // published before the subscription or while disconnected is never missing.
+    this.sub = ctx.kuda.subscribe("rides", (frame) => this.apply(frame), {
+      onState: (state) => state === "subscribed" && this.load(),
+    });
     this.load();
   }
 
   async load() {
     const now = new Date().toISOString();
+    const serial = (this.loads = (this.loads ?? 0) + 1);
+    this.touched = new Map(); // what events said while the search was in flight
     try {
       const page = await api("GET", `/rides?limit=50&departure_from=${encodeURIComponent(now)}`);
+      if (serial !== this.loads) return; // a later load is on its way
       this.rides = new Map(page.items.map((ride) => [ride.id, ride]));
+      for (const [id, ride] of this.touched) {
+        const listed = this.rides.get(id);
+        if (listed && ride && listed.updated_at > ride.updated_at) continue; // the search is newer
+        if (ride) this.rides.set(id, ride);
+        else this.rides.delete(id);
+      }
+      this.touched = null;
       this.render();
     } catch (err) {
       toast(err.message, "error");
@@ -39,11 +50,13 @@ export class Board {
   apply(frame) {
     if (frame.type === "reset") return this.load();
     const ride = frame.data;
-    if (frame.event === "ride.cancelled" || ride.status !== "scheduled") this.rides.delete(ride.id);
-    else if (frame.event === "ride.created" || this.rides.has(ride.id)) {
+    const gone = frame.event === "ride.cancelled" || ride.status !== "scheduled";
+    if (gone) this.rides.delete(ride.id);
+    else if (frame.event === "ride.created" || this.rides.has(ride.id) || this.touched) {
       const old = this.rides.get(ride.id);
       this.rides.set(ride.id, { ...old, ...ride, driver: ride.driver ?? old?.driver });
     }
+    this.touched?.set(ride.id, gone ? null : this.rides.get(ride.id));
     this.render();
   }
 
