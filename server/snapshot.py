@@ -7,15 +7,19 @@ that renders the response and subscribes with `since = n` neither misses nor rep
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Response
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from channels import events
+
+log = logging.getLogger("kuda.snapshot")
 
 SEQ_HEADER = "Kuda-Seq"
 
@@ -24,10 +28,19 @@ _BEGIN = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 async def _snapshot_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
     """A session of its own (never shared with other dependencies, so its first statement
-    starts its transaction); rolled back when the request ends."""
+    starts its transaction); rolled back when the request ends. If its connection broke during
+    the request (PostgreSQL restarted, a statement timed out mid-flight), the rollback cannot
+    run: the connection is discarded instead, and the request's own outcome (503) stands."""
     maker: async_sessionmaker[AsyncSession] = conn.app.state.sessionmaker
-    async with maker() as session:
+    session = maker()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except (DBAPIError, OSError, TimeoutError):
+            log.info("snapshot session's connection broke; discarding it")
+            await session.invalidate()
 
 
 SnapshotSessionDep = Annotated[AsyncSession, Depends(_snapshot_session)]
