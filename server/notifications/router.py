@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from server import channel_names, snapshot
-from server.deps import CurrentUser, ReadSessionDep, SessionDep, UserId
+from server.deps import CurrentUser, SessionDep, UserId
 from server.notifications import service
 from server.notifications.schemas import NotificationOut, NotificationPage, ReadAll, UnreadCount
 from server.snapshot import SnapshotSessionDep
@@ -32,8 +32,15 @@ async def list_notifications(
 
 
 @router.get("/unread-count", response_model=UnreadCount)
-async def unread_count(user_id: UserId, session: ReadSessionDep) -> UnreadCount:
-    return UnreadCount(unread=await service.unread_count(session, user_id))
+async def unread_count(
+    response: Response, user_id: UserId, session: SnapshotSessionDep
+) -> UnreadCount:
+    """`Kuda-Seq` is the head seq of `user:{me}` as of this count: each `notification.created`
+    with a higher seq is one more unread."""
+    await snapshot.begin(session)
+    count = await service.unread_count(session, user_id)
+    snapshot.fence(response, await snapshot.head(session, channel_names.user(user_id)))
+    return UnreadCount(unread=count)
 
 
 @router.post("/read-all", response_model=ReadAll)

@@ -104,26 +104,32 @@ async def test_message_and_notification_reads_are_fenced(
         url = f"/api/v1/rides/{ride['id']}/bookings"
         return lambda: http.post(url, json={"seats": 1}, headers=p.headers)
 
-    async def read() -> tuple[set[int], int, set[int], int]:
-        chat, notes = await asyncio.gather(
+    async def read() -> tuple[set[int], int, set[int], int, int, int]:
+        chat, notes, unread = await asyncio.gather(
             http.get(messages, params={"limit": 100}, headers=driver.headers),
             http.get("/api/v1/notifications", params={"limit": 100}, headers=driver.headers),
+            http.get("/api/v1/notifications/unread-count", headers=driver.headers),
         )
         return (
             {m["id"] for m in chat.json()["items"]},
             int(chat.headers["Kuda-Seq"]),
             {n["id"] for n in notes.json()["items"]},
             int(notes.headers["Kuda-Seq"]),
+            unread.json()["unread"],
+            int(unread.headers["Kuda-Seq"]),
         )
 
     reads = await _race([*(post(i) for i in range(30)), *map(book, others)], read)
     chat_log = await _log(http, driver, f"ride:{ride['id']}:chat")
     user_log = await _log(http, driver, f"user:{driver.id}")
-    for message_ids, chat_seq, note_ids, user_seq in reads:
+
+    def notes_until(seq: int) -> set[int]:
+        return {e["data"]["id"] for e in user_log[:seq] if e["event"] == "notification.created"}
+
+    for message_ids, chat_seq, note_ids, user_seq, unread, unread_seq in reads:
         assert message_ids == {e["data"]["id"] for e in chat_log[:chat_seq]}
-        assert note_ids == {
-            e["data"]["id"] for e in user_log[:user_seq] if e["event"] == "notification.created"
-        }
+        assert note_ids == notes_until(user_seq)
+        assert unread == len(notes_until(unread_seq))  # none were read
     assert len({r[1] for r in reads}) > 2 and len({r[3] for r in reads}) > 1
 
 

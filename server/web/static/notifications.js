@@ -43,12 +43,20 @@ export class Bell {
 
   async load() {
     try {
-      const { body, seq } = await snapshot("/notifications?limit=20");
-      this.items = body.items;
-      this.unread = await api("GET", "/notifications/unread-count").then(
-        (r) => r.unread, () => body.items.filter((n) => !n.read_at).length);
+      // Two fenced reads: the list as of seq `listSeq`, the count as of `countSeq`. Following
+      // `user:{me}` from the lower one, an event adds to the list only past `listSeq` and to the
+      // count only past `countSeq`: nothing is missed or counted twice.
+      const [list, count] = await Promise.all([
+        snapshot("/notifications?limit=20"),
+        snapshot("/notifications/unread-count"),
+      ]);
+      this.items = list.body.items;
+      this.unread = count.body.unread;
+      this.listSeq = list.seq;
+      this.countSeq = count.seq;
       this.sub?.unsubscribe();
-      this.sub = this.ctx.kuda.subscribe(`user:${this.ctx.me.id}`, (f) => this.onFrame(f), { since: seq });
+      const since = Math.min(list.seq, count.seq);
+      this.sub = this.ctx.kuda.subscribe(`user:${this.ctx.me.id}`, (f) => this.onFrame(f), { since });
       this.render();
     } catch (err) {
       setTimeout(() => this.load(), 3000);
@@ -58,10 +66,12 @@ export class Bell {
   onFrame(frame) {
     if (frame.type === "reset") return this.load();
     if (frame.event !== "notification.created") return;
-    this.items = [frame.data, ...this.items.filter((n) => n.id !== frame.data.id)].slice(0, 20);
-    this.unread += 1;
+    if (frame.seq > this.listSeq) {
+      this.items = [frame.data, ...this.items.filter((n) => n.id !== frame.data.id)].slice(0, 20);
+      toast(describe(frame.data), "info");
+    }
+    if (frame.seq > this.countSeq) this.unread += 1;
     this.render();
-    toast(describe(frame.data), "info");
   }
 
   toggle(open = this.panel.hidden) {
