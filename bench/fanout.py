@@ -598,6 +598,8 @@ def server_env(db_url: str, prefix: str, secret: str, raw: bool) -> dict[str, st
             "PASSWORD_HASH_MEMORY_KIB": "1024",
             "WS_OPS_PER_S": "1000",
             "WS_OPS_BURST": "1000",
+            "SOCKETS_PER_USER": "0",  # one user holds every benchmark socket
+            "WRITE_RATE_PER_USER": "0",
             "WS_MAX_BUFFER_BYTES": "4194304",
             "ACCESS_TOKEN_TTL_S": "3600",
         }

@@ -59,7 +59,7 @@ async def main() -> None:
     await asyncio.to_thread(migrate.upgrade, url)
     extra = dict(e.split("=", 1) for e in args.env)
     env = kuda_env(DATABASE_URL=url, JWT_SECRET=services.JWT_SECRET, LOG_LEVEL="warning",
-                   WS_OPS_PER_S="1000", PASSWORD_HASH_TIME_COST="1",
+                   WS_OPS_PER_S="1000", PASSWORD_HASH_TIME_COST="1", SOCKETS_PER_USER="0",
                    PASSWORD_HASH_MEMORY_KIB="1024", **extra)  # fmt: skip
     server = Server(env, Path(tempfile.gettempdir()) / f"{name}.log")
     try:

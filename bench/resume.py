@@ -113,6 +113,7 @@ async def main() -> None:
         await asyncio.to_thread(upgrade, url)
         env = kuda_env(DATABASE_URL=url, REDIS_URL=REDIS, REDIS_PREFIX=prefix, JWT_SECRET=SECRET,
                        LOG_LEVEL="warning", WS_OPS_PER_S="1000", ACCESS_TOKEN_TTL_S="3600",
+                       SOCKETS_PER_USER="0", WRITE_RATE_PER_USER="0",
                        PASSWORD_HASH_TIME_COST="1", PASSWORD_HASH_MEMORY_KIB="1024")  # fmt: skip
         tmp = Path(tempfile.gettempdir())
         a, b = Server(env, tmp / f"{name}-a.log"), Server(env, tmp / f"{name}-b.log")

@@ -10,7 +10,7 @@ from channels.authz import Access, ChannelError, ChannelRegistry, ResolvedChanne
 from channels.codes import CloseCode, ErrorCode
 from channels.events import append, publish_after_commit, revoke
 from channels.node import NodeConfig, Realtime
-from channels.types import AuthError, Event, Identity
+from channels.types import AuthError, Event, Identity, Unavailable
 
 __all__ = [
     "Access",
@@ -24,6 +24,7 @@ __all__ = [
     "NodeConfig",
     "Realtime",
     "ResolvedChannel",
+    "Unavailable",
     "append",
     "publish_after_commit",
     "revoke",

@@ -14,7 +14,7 @@ class CloseCode(IntEnum):
     TOO_BIG = 1009  # frame over the size limit
     SERVER_ERROR = 1011
     RESTART = 1012  # graceful shutdown: reconnect elsewhere and resume with `since`
-    TOKEN_EXPIRED = 4401
+    TOKEN_EXPIRED = 4401  # also: the credential's session ended (logout, password change...)
     ACCESS_REVOKED = 4403
     RATE_LIMITED = 4429  # op flood, or too slow to read its events
 

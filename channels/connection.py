@@ -54,6 +54,7 @@ class Connection:
         "id",
         "identity",
         "on_revoked",
+        "sessions",
         "subs",
         "user_id",
         "websocket",
@@ -67,6 +68,7 @@ class Connection:
         self.identity = identity
         self.user_id = identity.user_id
         self.subs: dict[str, Subscription] = {}
+        self.sessions: tuple[str, ...] = ()  # session ids of the credentials it used
         self.on_revoked: Callable[[str], None] | None = None
         self.closed = False
         self._limits = limits

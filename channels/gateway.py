@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -26,7 +26,15 @@ from channels.faults import transient
 from channels.hub import Hub, OutFrame
 from channels.metrics import Metrics
 from channels.roster import Roster
-from channels.types import Authenticate, AuthError, ConsumeTicket, Identity, JSONObject, iso
+from channels.types import (
+    Authenticate,
+    AuthError,
+    ConsumeTicket,
+    Identity,
+    JSONObject,
+    Unavailable,
+    iso,
+)
 
 log = logging.getLogger("kuda.gateway")
 
@@ -34,6 +42,7 @@ SUBPROTOCOL = "kuda.v1"
 BEARER_PREFIX = "kuda.bearer."
 MAX_SUBSCRIPTIONS = 256
 REPLAY_CACHE_RANGES = 64
+SOCKET_LIMIT_RETRY_S = 10
 
 PublishEphemeral = Callable[[str, str, JSONObject, int], Awaitable[None]]
 
@@ -43,12 +52,28 @@ class GatewayConfig:
     heartbeat_s: int = 25
     allowed_origins: frozenset[str] = frozenset()
     limits: Limits = field(default_factory=Limits)
+    sockets_per_user: int = 0
+    """Open sockets per user on every instance together (the roster counts them); 0 = off."""
+    ended_memory_s: float = 60.0
+    """How long an ended session id is remembered, so a socket whose handshake was in flight
+    when its session ended is closed as soon as it registers."""
+
+
+UNAVAILABLE = "unavailable"
+"""The REST error code of a handshake refused with 503 (never an error frame's code)."""
 
 
 class Denied(Exception):
-    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers
 
 
 class Gateway:
@@ -76,6 +101,8 @@ class Gateway:
         self._tallies = metrics.tallies
         self._background: set[asyncio.Future[None]] = set()
         self._replays: OrderedDict[tuple[str, int, int], list[OutFrame]] = OrderedDict()
+        self._by_session: dict[str, set[Connection]] = {}
+        self._ended: dict[str, float] = {}  # session id -> forget after (loop time)
 
     # Handshake ----------------------------------------------------------------------------
 
@@ -85,7 +112,11 @@ class Gateway:
         except Denied as denied:
             await _deny(websocket, denied)
             return
-        await self.roster.socket_opened(identity.user_id)
+        if not await self.roster.socket_opened(identity.user_id, self.config.sockets_per_user):
+            retry = {"Retry-After": str(SOCKET_LIMIT_RETRY_S)}
+            too_many = Denied(429, ErrorCode.RATE_LIMITED, "Too many open sockets", retry)
+            await _deny(websocket, too_many)
+            return
         try:
             await websocket.accept(subprotocol=subprotocol)
             headers = websocket.scope.get("headers")
@@ -101,11 +132,48 @@ class Gateway:
                         conn.id, identity.user_id, self.config.heartbeat_s, identity.expires_at
                     )
                 )
+                self._track_session(conn, identity)
                 await self._serve(conn)
             finally:
                 await self._cleanup(conn)
         finally:
             await self.roster.socket_closed(identity.user_id)
+
+    # Sessions -----------------------------------------------------------------------------
+
+    def _track_session(self, conn: Connection, identity: Identity) -> None:
+        """Remember that `conn` used a credential of `identity.session_id`; a session that
+        already ended (while this handshake or `auth` was in flight) closes it at once."""
+        sid = identity.session_id
+        if sid is None or sid in conn.sessions:
+            return
+        conn.sessions = (*conn.sessions, sid)
+        self._by_session.setdefault(sid, set()).add(conn)
+        if sid in self._ended:
+            conn.close(CloseCode.TOKEN_EXPIRED, "session ended")
+
+    def _untrack_sessions(self, conn: Connection) -> None:
+        for sid in conn.sessions:
+            conns = self._by_session.get(sid)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del self._by_session[sid]
+        conn.sessions = ()
+
+    def end_sessions(self, session_ids: Sequence[str]) -> int:
+        """Close (4401) every socket on this instance that was opened or re-authenticated
+        with a credential of one of these sessions. Returns how many were closed."""
+        now = asyncio.get_running_loop().time()
+        self._ended = {k: t for k, t in self._ended.items() if t > now}
+        closed = 0
+        for sid in session_ids:
+            self._ended[sid] = now + self.config.ended_memory_s
+            for conn in list(self._by_session.get(sid, ())):
+                if not conn.closed:
+                    conn.close(CloseCode.TOKEN_EXPIRED, "session ended")
+                    closed += 1
+        return closed
 
     async def _handshake(self, websocket: WebSocket) -> tuple[Identity, str | None]:
         query = parse_qs(websocket.scope.get("query_string", b"").decode("latin-1"))
@@ -121,6 +189,8 @@ class Gateway:
             return await self._identify(websocket, query, offered), selected
         except AuthError as exc:
             raise Denied(401, ErrorCode.UNAUTHORIZED, str(exc)) from exc
+        except Unavailable as exc:
+            raise Denied(503, UNAVAILABLE, str(exc), {"Retry-After": "1"}) from exc
 
     async def _identify(
         self, websocket: WebSocket, query: dict[str, list[str]], offered: list[str]
@@ -195,11 +265,14 @@ class Gateway:
     async def _reauth(self, conn: Connection, op: protocol.Auth) -> None:
         try:
             identity = await self._authenticate(op.token)
-        except AuthError as exc:
+        except (AuthError, Unavailable) as exc:
             raise ChannelError(ErrorCode.UNAUTHORIZED, str(exc)) from exc
         if identity.user_id != conn.user_id:
             raise ChannelError(ErrorCode.UNAUTHORIZED, "Token belongs to another user")
         conn.expire_at(identity)
+        self._track_session(conn, identity)
+        if conn.closed:
+            return
         frame = {"type": "authed", "expires_at": iso(identity.expires_at)}
         conn.send(protocol.with_id(frame, op.id))
 
@@ -326,6 +399,7 @@ class Gateway:
     async def _cleanup(self, conn: Connection) -> None:
         conn.shutdown()
         conn.on_revoked = None  # break the connection <-> callback cycle now, not at GC time
+        self._untrack_sessions(conn)
         self._tallies.sockets -= 1
         for channel, sub in list(conn.subs.items()):
             self.hub.detach(sub)
@@ -349,7 +423,8 @@ def _failure(exc: Exception, conn: Connection) -> str:
 async def _deny(websocket: WebSocket, denied: Denied) -> None:
     extensions = websocket.scope.get("extensions") or {}
     if "websocket.http.response" in extensions:
-        body = {"error": {"code": denied.code.value, "message": denied.message}}
-        await websocket.send_denial_response(JSONResponse(body, status_code=denied.status))
+        body = {"error": {"code": str(denied.code), "message": denied.message}}
+        response = JSONResponse(body, status_code=denied.status, headers=denied.headers)
+        await websocket.send_denial_response(response)
     else:
         await websocket.close(CloseCode.POLICY)

@@ -265,10 +265,9 @@ class Hub:
             self._metrics.latency.observe(max(0.0, time.time() - env.published_at))
         elif isinstance(env, envelope.Ephemeral):
             self._fan_out_ephemeral(ch, env.exclude_user, OutFrame(env.payload))
-        else:
-            if env.acl > ch.want_acl:
-                ch.want_acl = env.acl
-                self._schedule_repair(ch)
+        elif isinstance(env, envelope.Revoked) and env.acl > ch.want_acl:
+            ch.want_acl = env.acl
+            self._schedule_repair(ch)
 
     def _offer(self, ch: _Channel, seq: int, acl: int, frame: OutFrame) -> None:
         last = ch.last_seq

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +26,12 @@ from channels.roster import MemoryRoster, Roster
 from channels.types import Authenticate, ConsumeTicket, Event, JSONObject, utcnow
 
 log = logging.getLogger("kuda.realtime")
+
+SESSIONS_CHANNEL = "\x00sessions"
+"""The broker channel every node listens on for ended sessions (never a client channel: client
+channel names must match a registered template)."""
+
+SessionsEnded = Callable[[Sequence[str]], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,9 @@ class Realtime:
             self.roster,
         )
         self._resync_task: asyncio.Task[None] | None = None
+        self.on_sessions_ended: SessionsEnded | None = None
+        """Called with the session ids another instance (or this one) ended through the
+        broker, so the application can refuse their credentials too."""
 
     def bind(self, session: AsyncSession) -> AsyncSession:
         """Route a session's committed events to this node's publisher."""
@@ -87,7 +97,8 @@ class Realtime:
         return session
 
     async def start(self) -> None:
-        await self.broker.start(self.hub.on_message, self.hub.resync)
+        await self.broker.start(self._on_message, self.hub.resync)
+        await self.broker.subscribe(SESSIONS_CHANNEL)
         self.publisher.start()
         self.relay.start()
         await self.roster.start(self._presence_changed)
@@ -116,6 +127,38 @@ class Realtime:
         """A cluster-wide presence transition found by the roster (an expired instance's
         users leaving, or this instance's state pushed again)."""
         await self.publish_ephemeral(channel, f"presence.{change}", {"user_id": user_id}, user_id)
+
+    def _on_message(self, channel: str, message: bytes) -> None:
+        if channel != SESSIONS_CHANNEL:
+            self.hub.on_message(channel, message)
+            return
+        try:
+            env = envelope.decode(message)
+        except ValueError:
+            log.warning("dropping malformed sessions message")
+            return
+        if isinstance(env, envelope.SessionsEnded) and env.session_ids:
+            self.gateway.end_sessions(env.session_ids)
+            if self.on_sessions_ended is not None:
+                self.on_sessions_ended(env.session_ids)
+
+    async def end_sessions(self, session_ids: Sequence[str]) -> None:
+        """Close (4401), on every instance, each socket opened or re-authenticated with a
+        credential of one of these sessions. This instance's sockets close at once; the others
+        hear it through the broker. If the broker is down the message is lost: the application
+        must also tell the other instances another way (Kuda: they poll PostgreSQL)."""
+        ids = list(dict.fromkeys(session_ids))
+        if not ids:
+            return
+        self.end_sessions_locally(ids)
+        try:
+            await self.broker.publish([(SESSIONS_CHANNEL, envelope.sessions_ended(ids))])
+        except BrokerUnavailable as exc:
+            log.warning("ended sessions not broadcast (%s); other instances poll them", exc)
+
+    def end_sessions_locally(self, session_ids: Sequence[str]) -> int:
+        """Close this instance's sockets of these sessions; returns how many."""
+        return self.gateway.end_sessions(session_ids)
 
     async def publish_ephemeral(
         self, channel: str, event: str, data: JSONObject, exclude_user: int = 0

@@ -462,6 +462,9 @@ class RedisRoster:
         except (RedisError, OSError) as exc:
             log.warning("socket of user %s not counted in Redis: %s", user_id, exc)
             self._stale = True  # counted locally; pushed with the whole state later
+            # The limit still holds, on this instance's own sockets (never switched off).
+            if limit > 0 and self._local.sockets[user_id] >= limit:
+                return False
             accepted, alive = 1, 1
         if not int(alive):
             self._stale = True

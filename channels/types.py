@@ -21,14 +21,22 @@ def iso(at: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is on a socket, and until when their credential is valid."""
+    """Who is on a socket, until when their credential is valid, and the session the
+    credential belongs to (opaque to this layer; `Realtime.end_sessions` closes every socket
+    that was opened or re-authenticated with a credential of an ended session)."""
 
     user_id: int
     expires_at: datetime
+    session_id: str | None = None
 
 
 class AuthError(Exception):
     """A credential was missing, invalid, expired or reused. The message is safe to show."""
+
+
+class Unavailable(Exception):
+    """A credential could not be checked because a dependency is down (handshake -> 503).
+    The message is safe to show."""
 
 
 Authenticate = Callable[[str], Awaitable[Identity]]

@@ -4,11 +4,13 @@ from models.base import Base
 from models.booking import Booking
 from models.event import ChannelRevocation, ChannelSeq, Event
 from models.idempotency_key import IdempotencyKey
+from models.login_attempt import LoginAttempt
 from models.message import Message
 from models.notification import Notification
 from models.refresh_token import RefreshToken
 from models.review import Review
 from models.ride import Ride
+from models.session_revocation import SessionRevocation
 from models.user import User
 
 __all__ = [
@@ -18,10 +20,12 @@ __all__ = [
     "ChannelSeq",
     "Event",
     "IdempotencyKey",
+    "LoginAttempt",
     "Message",
     "Notification",
     "RefreshToken",
     "Review",
     "Ride",
+    "SessionRevocation",
     "User",
 ]

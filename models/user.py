@@ -28,6 +28,9 @@ class User(CreatedAtMixin, Base):
     rating_sum: Mapped[int] = mapped_column(BigInteger, server_default="0")
     rating_count: Mapped[int] = mapped_column(server_default="0")
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    deleted_at: Mapped[datetime | None]
+    """Set when the account was deleted: the row stays (rides, reviews and events refer to
+    it) but holds no email, phone or name any more."""
 
     @property
     def rating_avg(self) -> float | None:

@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
 from channels import Realtime
 from channels.brokers import RedisClient
-from server import channel_policy, docs_ui, health, web
+from server import channel_policy, docs_ui, health, logredact, web
 from server.admin.router import router as admin_router
 from server.auth.passwords import Passwords
 from server.auth.router import router as auth_router
@@ -29,7 +31,7 @@ from server.db import create_engine, create_read_sessionmaker, create_sessionmak
 from server.errors import install_error_handlers
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.notifications.router import router as notifications_router
-from server.ratelimit import Counter, MemoryCounter, RedisCounter
+from server.ratelimit import Counter, MemoryCounter, RedisCounter, WriteLimit
 from server.realtime import create_realtime
 from server.reviews.router import router as reviews_router
 from server.rides.router import mine_router as my_rides_router
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. With no argument, settings come from the environment (uvicorn --factory)."""
     settings = settings or Settings()
     settings.signing_key()  # refuse to build without a usable key
+    logredact.install()
     app = FastAPI(
         title="Kuda",
         version="1",
@@ -122,30 +125,60 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     engine = create_engine(settings)
     topology = settings.redis_topology
-    redis = topology.client() if topology is not None else None
+    redis = create_redis(settings)
     if topology is not None:
         log.info("Redis: %s", topology.describe())
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.read_sessionmaker = create_read_sessionmaker(engine)
     app.state.redis = redis
-    app.state.auth = auth = _auth_service(settings, redis)
+    app.state.auth = auth = _auth_service(
+        settings, redis, app.state.sessionmaker, app.state.read_sessionmaker
+    )
     app.state.realtime = realtime = create_realtime(
         settings, auth, app.state.sessionmaker, app.state.read_sessionmaker
     )
-    channel_policy.register(realtime.registry, app.state.sessionmaker, app.state.read_sessionmaker)
+    app.state.write_limit = write_limit = WriteLimit(auth.counter, settings.write_rate_per_user)
+    channel_policy.register(
+        realtime.registry, app.state.sessionmaker, app.state.read_sessionmaker, write_limit
+    )
     app.state.cache = _cache(settings, redis)
     await realtime.start()
+    await auth.sessions.start()
     try:
         yield
     finally:
+        await auth.sessions.stop()
         await realtime.stop()
-        if redis is not None:
+        if isinstance(redis, Redis):  # built on an explicit (blocking) pool: close it too
+            await redis.aclose(close_connection_pool=True)
+        elif redis is not None:
             await redis.aclose()
         await engine.dispose()
 
 
-def _auth_service(settings: Settings, redis: RedisClient | None) -> AuthService:
+def create_redis(settings: Settings) -> RedisClient | None:
+    """The app's Redis client (limits, tickets, cache). A blocking pool of a fixed size (single
+    server and Sentinel): a burst waits for a free connection instead of failing at once ("Too
+    many connections"), and every command gives up after REDIS_SOCKET_TIMEOUT_S, so a slow
+    Redis sends each caller to its fallback instead of stalling it."""
+    topology = settings.redis_topology
+    if topology is None:
+        return None
+    return topology.client(
+        max_connections=settings.redis_max_connections,
+        blocking=True,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
+    )
+
+
+def _auth_service(
+    settings: Settings,
+    redis: RedisClient | None,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    autocommit: async_sessionmaker[AsyncSession],
+) -> AuthService:
     counter: Counter
     tickets: TicketStore
     if redis is not None:
@@ -153,7 +186,15 @@ def _auth_service(settings: Settings, redis: RedisClient | None) -> AuthService:
         tickets = RedisTicketStore(redis, settings.redis_prefix)
     else:
         counter, tickets = MemoryCounter(), MemoryTicketStore()
-    return AuthService(settings, TokenCodec(settings), Passwords(settings), counter, tickets)
+    return AuthService(
+        settings,
+        TokenCodec(settings),
+        Passwords(settings),
+        counter,
+        tickets,
+        sessionmaker,
+        autocommit,
+    )
 
 
 def _cache(settings: Settings, redis: RedisClient | None) -> Cache:

@@ -11,6 +11,7 @@ from channels.authz import Params
 from models import Ride
 from server.chat import service as chat
 from server.errors import AppError
+from server.ratelimit import WriteLimit
 
 _CODES = {
     "not_found": ErrorCode.NOT_FOUND,
@@ -35,6 +36,7 @@ def register(
     registry: ChannelRegistry,
     sessionmaker: async_sessionmaker[AsyncSession],
     read_sessionmaker: async_sessionmaker[AsyncSession],
+    write_limit: WriteLimit | None = None,
 ) -> None:
     async def ride_rule(user_id: int, params: Params) -> Access:
         async with read_sessionmaker() as session:
@@ -52,6 +54,12 @@ def register(
     async def on_send(
         user_id: int, channel: ResolvedChannel, body: str, client_id: str | None
     ) -> dict[str, Any]:
+        if write_limit is not None and await write_limit.hit(user_id) is not None:
+            # The same per-user budget as POST /rides/{id}/messages; the socket stays open.
+            raise ChannelError(
+                ErrorCode.RATE_LIMITED,
+                f"At most {write_limit.per_minute} new objects per minute; slow down",
+            )
         async with sessionmaker() as session:
             try:
                 view = await chat.post(session, user_id, int(channel.params["id"]), body, client_id)

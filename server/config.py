@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     db_command_timeout_s: float = Field(
         default=12.0, gt=0, description="longest wait for any answer (a stalled server), then 503"
     )
+    # Sessions and per-user limits (PROTOCOL.md section 6; docs/decisions.md D26, D27).
+    device_token_ttl_s: int = Field(default=180 * 24 * 3600, ge=60)
+    session_sync_s: float = Field(default=1.0, gt=0, le=60)
+    session_stale_s: float = Field(default=10.0, gt=0)
+    write_rate_per_user: int = Field(default=120, ge=0)
+    sockets_per_user: int = Field(default=20, ge=0)
+    seats_held_per_user: int = Field(default=16, ge=0)
+    ride_start_early_s: int = Field(default=24 * 3600, ge=0)
+    ride_start_late_s: int = Field(default=6 * 3600, ge=0)
+    redis_max_connections: int = Field(default=64, ge=1)
+    redis_socket_timeout_s: float = Field(default=2.0, gt=0)
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod

@@ -14,7 +14,8 @@ from server.auth.tokens import InvalidToken, TokenClaims
 from server.cache import Cache
 from server.config import Settings
 from server.db import read_session_dependency, session_dependency
-from server.errors import Forbidden, Unauthorized
+from server.errors import Forbidden, RateLimited, Unauthorized
+from server.ratelimit import WriteLimit
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/token")
 
@@ -42,23 +43,34 @@ AuthDep = Annotated[AuthService, Depends(_auth)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def _token(credentials: Credentials) -> str:
+async def _claims(request: Request, credentials: Credentials) -> TokenClaims:
+    """The verified access token of a session that has not ended: a signature check and a
+    dict lookup, no I/O (server/auth/sessions.py; docs/decisions.md D26)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Missing bearer token")
-    return credentials.credentials
-
-
-async def _claims(auth: AuthDep, token: Annotated[str, Depends(_token)]) -> TokenClaims:
+    auth: AuthService = request.app.state.auth
     try:
-        return auth.codec.decode(token, "access")
+        claims = auth.codec.decode(credentials.credentials, "access")
     except InvalidToken as exc:
         raise Unauthorized(str(exc)) from exc
+    auth.sessions.check(claims)
+    return claims
 
 
 async def _current_user(
     auth: AuthDep, session: SessionDep, claims: Annotated[TokenClaims, Depends(_claims)]
 ) -> User:
+    """The account row, for the routes that need more than the caller's id."""
     return await auth.account(session, claims)
+
+
+async def _write_limit(request: Request, claims: Annotated[TokenClaims, Depends(_claims)]) -> None:
+    limit: WriteLimit = request.app.state.write_limit
+    retry_after = await limit.hit(claims.user_id)
+    if retry_after is not None:
+        raise RateLimited(
+            retry_after, f"At most {limit.per_minute} new objects per minute; slow down"
+        )
 
 
 async def _client_ip_limit(request: Request, auth: AuthDep) -> None:
@@ -82,5 +94,7 @@ UserId = Annotated[int, Depends(_user_id)]
 AdminUser = Annotated[User, Depends(_admin)]
 CurrentUser = Annotated[User, Depends(_current_user)]
 AuthRateLimit = Depends(_client_ip_limit)
+WriteRateLimit = Depends(_write_limit)
+"""On every creating route: WRITE_RATE_PER_USER per user per minute (429 with Retry-After)."""
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]

@@ -11,10 +11,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import error_body
 
+NO_STORE_PREFIXES = ("/api/v1/auth/", "/api/v1/users/me")
+"""Responses that carry tokens or private account data: never stored by any cache."""
+
 
 class RequestIdMiddleware:
     """Gives each HTTP request an id (from `X-Request-ID` when sane) and echoes it back, with
-    the server-side time to the response's start in `Server-Timing: app;dur=<ms>`."""
+    the server-side time to the response's start in `Server-Timing: app;dur=<ms>`. Also sets
+    `X-Content-Type-Options: nosniff` on every response, and `Cache-Control: no-store` on
+    token and account responses."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -26,6 +31,7 @@ class RequestIdMiddleware:
         started = time.perf_counter()
         request_id = _incoming_id(scope) or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        no_store = scope["path"].startswith(NO_STORE_PREFIXES)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -33,6 +39,10 @@ class RequestIdMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.append((b"server-timing", b"app;dur=%.2f" % elapsed_ms))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if no_store:
+                    headers.append((b"cache-control", b"no-store"))
+                    headers.append((b"pragma", b"no-cache"))
                 message["headers"] = headers
             await send(message)
 

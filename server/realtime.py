@@ -6,13 +6,15 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from channels import AuthError, Identity, NodeConfig, Realtime
+from channels import AuthError, Identity, NodeConfig, Realtime, Unavailable
 from channels.brokers import Broker, MemoryBroker, RedisBroker, RedisClusterBroker
 from channels.connection import Limits
 from channels.gateway import GatewayConfig
 from channels.outbox import PUBLISHER_KEY
 from channels.roster import MemoryRoster, RedisRoster, Roster
 from server.auth.service import AuthService
+from server.auth.sessions import SessionEnded, SessionStateUnknown, session_key, user_key
+from server.auth.tickets import TicketStoreUnavailable
 from server.auth.tokens import InvalidToken
 from server.config import Settings
 
@@ -55,6 +57,7 @@ def node_config(settings: Settings) -> NodeConfig:
         heartbeat_s=settings.heartbeat_s,
         allowed_origins=frozenset(settings.allowed_origins),
         limits=limits,
+        sockets_per_user=settings.sockets_per_user,
     )
     return NodeConfig(
         gateway=gateway,
@@ -70,20 +73,38 @@ def create_realtime(
     sessionmaker: async_sessionmaker[AsyncSession],
     read_sessionmaker: async_sessionmaker[AsyncSession] | None = None,
 ) -> Realtime:
+    sessions = auth.sessions
+
+    def admit(key: str) -> None:
+        """The session must not have ended (checked against this instance's mirror)."""
+        try:
+            sessions.check_key(key)
+        except SessionStateUnknown as exc:
+            raise Unavailable(exc.message) from exc
+        except SessionEnded as exc:
+            raise AuthError(exc.message) from exc
+
     async def authenticate(token: str) -> Identity:
         try:
             claims = auth.codec.decode(token, "access")
         except InvalidToken as exc:
             raise AuthError(str(exc)) from exc
-        return Identity(claims.user_id, claims.expires_at)
+        key = session_key(claims)
+        admit(key)
+        return Identity(claims.user_id, claims.expires_at, key)
 
     async def consume_ticket(ticket_id: str) -> Identity:
-        ticket = await auth.tickets.take(ticket_id)
+        try:
+            ticket = await auth.tickets.take(ticket_id)
+        except TicketStoreUnavailable as exc:
+            raise Unavailable("Tickets cannot be checked right now; try again shortly") from exc
         if ticket is None:
             raise AuthError("Unknown, expired or already used ticket")
         if ticket.token_expires_at <= datetime.now(UTC):
             raise AuthError("The token behind this ticket has expired")
-        return Identity(ticket.user_id, ticket.token_expires_at)
+        key = ticket.session_id or user_key(ticket.user_id)
+        admit(key)
+        return Identity(ticket.user_id, ticket.token_expires_at, key)
 
     realtime = Realtime(
         node_config(settings),
@@ -96,4 +117,9 @@ def create_realtime(
     )
     # Every session the app makes hands its committed events to this node's publisher.
     sessionmaker.configure(info={PUBLISHER_KEY: realtime.publisher})
+    # Ended sessions: announced to every instance through the node, which closes their sockets
+    # (4401) and feeds the other instances' mirrors; those learnt by polling close locally.
+    sessions.broadcast = realtime.end_sessions
+    sessions.end_locally = realtime.end_sessions_locally
+    realtime.on_sessions_ended = sessions.remember
     return realtime

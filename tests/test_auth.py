@@ -57,9 +57,14 @@ async def test_token_pair_shape_and_claims(client: httpx.AsyncClient) -> None:
     body = r.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 900
     claims = jwt.get_unverified_claims(body["access_token"])
-    assert set(claims) == {"sub", "exp", "iat", "jti", "typ"}
+    assert set(claims) == {"sub", "exp", "iat", "jti", "typ", "sid"}
     assert claims["typ"] == "access" and claims["sub"] == str(account.id)
-    assert jwt.get_unverified_claims(body["refresh_token"])["typ"] == "refresh"
+    refresh = jwt.get_unverified_claims(body["refresh_token"])
+    assert refresh["typ"] == "refresh"
+    # `sid` is the refresh-token family: the first refresh token's id, kept on rotation.
+    assert claims["sid"] == refresh["jti"]
+    r = await client.post("/api/v1/auth/refresh", json={"refresh_token": body["refresh_token"]})
+    assert jwt.get_unverified_claims(r.json()["access_token"])["sid"] == claims["sid"]
 
 
 async def test_refresh_rotates_and_old_token_stops_working(client: httpx.AsyncClient) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -56,11 +57,11 @@ async def test_auth_requests_are_limited_per_ip(limited_client: httpx.AsyncClien
     assert 0 < int(r.headers["retry-after"]) <= 60
 
 
-async def test_redis_limits_are_shared_between_instances(
+async def test_redis_ip_limit_is_shared_between_instances(
     settings_factory: Callable[..., Settings], redis: Redis, redis_prefix: str
 ) -> None:
     settings = settings_factory(
-        redis_url=services.REDIS_URL, redis_prefix=redis_prefix, login_failures_per_email=2
+        redis_url=services.REDIS_URL, redis_prefix=redis_prefix, auth_requests_per_ip=4
     )
     apps = [create_app(settings), create_app(settings)]
     async with LifespanManager(apps[0]), LifespanManager(apps[1]):
@@ -69,9 +70,46 @@ async def test_redis_limits_are_shared_between_instances(
             for x in apps
         )
         async with a, b:
-            account = await signup(a)
-            assert (await login(a, account.email, "nope-nope")).status_code == 401
-            assert (await login(b, account.email, "nope-nope")).status_code == 401
-            assert_error(await login(a, account.email), 429, "rate_limited")
-            assert_error(await login(b, account.email), 429, "rate_limited")
-    assert await redis.exists(f"{redis_prefix}rl:login:{account.email}") == 1
+            for client in (a, b, a, b):
+                assert (await login(client, "nobody@example.com", "nope")).status_code == 401
+            assert_error(await login(a, "nobody@example.com"), 429, "rate_limited")
+            assert_error(await login(b, "nobody@example.com"), 429, "rate_limited")
+    assert await redis.exists(f"{redis_prefix}rl:ip:127.0.0.1") == 1
+
+
+async def test_concurrent_wrong_passwords_are_checked_at_most_the_limit(
+    limited_client: httpx.AsyncClient,
+) -> None:
+    """Reserve, then verify: a burst never gets more checks than the limit (3 here)."""
+    victim = await signup(limited_client)
+    stranger = httpx.AsyncClient(transport=limited_client._transport, base_url="http://kuda.test")
+    async with stranger:
+        results = await asyncio.gather(
+            *(login(stranger, victim.email, f"guess-{i}") for i in range(10))
+        )
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [401] * 3 + [429] * 7
+
+
+async def test_a_stranger_cannot_lock_the_owner_out_of_a_known_device(
+    limited_client: httpx.AsyncClient,
+) -> None:
+    owner = await signup(limited_client)  # limited_client now holds the device cookie
+    assert limited_client.cookies.get("kuda_device")
+    stranger = httpx.AsyncClient(transport=limited_client._transport, base_url="http://kuda.test")
+    async with stranger:
+        for _ in range(3):
+            assert (await login(stranger, owner.email, "guess")).status_code == 401
+        assert_error(await login(stranger, owner.email), 429, "rate_limited")
+        # A cookie for another account proves nothing about this one.
+        other = await signup(stranger)
+        assert stranger.cookies.get("kuda_device")
+        assert_error(await login(stranger, owner.email), 429, "rate_limited")
+        assert other.id != owner.id
+    r = await login(limited_client, owner.email)
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "no-store"
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/api/v1/auth" in cookie
+    # The device has its own allowance (the same limit), and its own typos are checked.
+    assert_error(await login(limited_client, owner.email, "typo"), 401, "unauthorized")

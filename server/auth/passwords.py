@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from pwdlib import PasswordHash
+from pwdlib.exceptions import UnknownHashError
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from server.config import Settings
@@ -25,5 +26,8 @@ class Passwords:
 
     async def verify(self, password: str, hashed: str | None) -> bool:
         target = hashed or self._dummy
-        ok = await asyncio.to_thread(self._hash.verify, password, target)
+        try:
+            ok = await asyncio.to_thread(self._hash.verify, password, target)
+        except UnknownHashError:  # an unusable hash (a deleted account) matches nothing
+            return False
         return ok and hashed is not None

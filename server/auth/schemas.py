@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from server.validation import Text
+from server.validation import DisplayName, Text
 
 PHONE_PATTERN = r"^\+?[0-9][0-9 ()-]{4,30}$"
 
@@ -12,7 +12,7 @@ class RegisterIn(BaseModel):
 
     email: EmailStr
     password: Text = Field(min_length=8, max_length=128)
-    display_name: Text = Field(min_length=1, max_length=80)
+    display_name: DisplayName
     phone: str | None = Field(default=None, pattern=PHONE_PATTERN)
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from channels.brokers import RedisClient
 
 
@@ -16,6 +18,11 @@ from channels.brokers import RedisClient
 class Ticket:
     user_id: int
     token_expires_at: datetime
+    session_id: str | None = None  # the `sid` of the access token that asked for it
+
+
+class TicketStoreUnavailable(Exception):
+    """The shared store cannot be reached: no ticket can be issued or consumed (503)."""
 
 
 class TicketStore(Protocol):
@@ -23,7 +30,8 @@ class TicketStore(Protocol):
         """Store a ticket; returns its opaque id."""
 
     async def take(self, ticket_id: str) -> Ticket | None:
-        """Consume a ticket: the first caller (on any instance) gets it, later ones None."""
+        """Consume a ticket: the first caller (on any instance) gets it, later ones None.
+        Raises TicketStoreUnavailable when the store cannot be reached."""
 
 
 def _new_id() -> str:
@@ -31,12 +39,16 @@ def _new_id() -> str:
 
 
 def _encode(ticket: Ticket) -> str:
-    return json.dumps({"u": ticket.user_id, "e": ticket.token_expires_at.isoformat()})
+    data = {"u": ticket.user_id, "e": ticket.token_expires_at.isoformat()}
+    if ticket.session_id is not None:
+        data["s"] = ticket.session_id
+    return json.dumps(data)
 
 
 def _decode(raw: str | bytes) -> Ticket:
     data = json.loads(raw)
-    return Ticket(int(data["u"]), datetime.fromisoformat(data["e"]))
+    sid = data.get("s")
+    return Ticket(int(data["u"]), datetime.fromisoformat(data["e"]), None if sid is None else sid)
 
 
 class MemoryTicketStore:
@@ -68,9 +80,17 @@ class RedisTicketStore:
 
     async def put(self, ticket: Ticket, ttl_s: int) -> str:
         ticket_id = _new_id()
-        await self._redis.set(self._prefix + ticket_id, _encode(ticket), ex=ttl_s)
+        try:
+            await self._redis.set(self._prefix + ticket_id, _encode(ticket), ex=ttl_s)
+        except (RedisError, OSError) as exc:
+            raise TicketStoreUnavailable(str(exc)) from exc
         return ticket_id
 
     async def take(self, ticket_id: str) -> Ticket | None:
-        raw = await self._redis.getdel(self._prefix + ticket_id)
+        if len(ticket_id) > 128:
+            return None
+        try:
+            raw = await self._redis.getdel(self._prefix + ticket_id)
+        except (RedisError, OSError) as exc:
+            raise TicketStoreUnavailable(str(exc)) from exc
         return None if raw is None else _decode(raw)

@@ -12,7 +12,7 @@ from jose.exceptions import JOSEError
 
 from server.config import Settings
 
-TokenType = Literal["access", "refresh"]
+TokenType = Literal["access", "refresh", "device"]
 
 
 class InvalidToken(Exception):
@@ -26,6 +26,9 @@ class TokenClaims:
     typ: TokenType
     issued_at: datetime
     expires_at: datetime
+    session_id: uuid.UUID | None = None
+    """`sid`: the refresh-token family an access token came from (None on tokens issued
+    before sessions were tracked; they stay valid until they expire)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +44,16 @@ class TokenCodec:
         self._ttl: dict[TokenType, int] = {
             "access": settings.access_token_ttl_s,
             "refresh": settings.refresh_token_ttl_s,
+            "device": settings.device_token_ttl_s,
         }
 
-    def issue(self, user_id: int, typ: TokenType, jti: uuid.UUID | None = None) -> IssuedToken:
+    def issue(
+        self,
+        user_id: int,
+        typ: TokenType,
+        jti: uuid.UUID | None = None,
+        session_id: uuid.UUID | None = None,
+    ) -> IssuedToken:
         now = datetime.now(UTC).replace(microsecond=0)
         claims = TokenClaims(
             user_id=user_id,
@@ -51,6 +61,7 @@ class TokenCodec:
             typ=typ,
             issued_at=now,
             expires_at=now + timedelta(seconds=self._ttl[typ]),
+            session_id=session_id,
         )
         payload = {
             "sub": str(user_id),
@@ -59,6 +70,8 @@ class TokenCodec:
             "jti": str(claims.jti),
             "typ": typ,
         }
+        if session_id is not None:
+            payload["sid"] = str(session_id)
         token = jwt.encode(payload, self._key, algorithm=self._algorithms[0])
         return IssuedToken(token, claims)
 
@@ -89,13 +102,17 @@ def _claims(payload: dict[str, Any], typ: TokenType) -> TokenClaims:
         raise InvalidToken(
             f"Expected an {typ} token" if typ == "access" else f"Expected a {typ} token"
         )
+    if not isinstance(payload.get("sid", ""), str):
+        raise InvalidToken("Invalid token claims")
     try:
+        sid = payload.get("sid")
         return TokenClaims(
             user_id=int(payload["sub"]),
             jti=uuid.UUID(str(payload["jti"])),
             typ=typ,
             issued_at=datetime.fromtimestamp(int(payload["iat"]), UTC),
             expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
+            session_id=None if sid is None else uuid.UUID(str(sid)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidToken("Invalid token claims") from exc

@@ -11,7 +11,16 @@ from server import idempotency
 from server.bookings import service
 from server.bookings.schemas import BookingIn, BookingOut, BookingPage
 from server.bookings.service import booking_view
-from server.deps import CacheDep, CurrentUser, IdempotencyKey, ReadSessionDep, SessionDep, UserId
+from server.deps import (
+    CacheDep,
+    CurrentUser,
+    IdempotencyKey,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+    UserId,
+    WriteRateLimit,
+)
 from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1", tags=["bookings"])
@@ -20,7 +29,11 @@ CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
 
 @router.post(
-    "/rides/{ride_id}/bookings", status_code=201, response_model=BookingOut, responses=CREATED
+    "/rides/{ride_id}/bookings",
+    status_code=201,
+    response_model=BookingOut,
+    responses=CREATED,
+    dependencies=[WriteRateLimit],
 )
 async def book(
     ride_id: PathId,
@@ -29,15 +42,17 @@ async def book(
     user: CurrentUser,
     session: SessionDep,
     cache: CacheDep,
+    settings: SettingsDep,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
+    held = settings.seats_held_per_user
     return await idempotency.create(
         session,
         user.id,
         key,
         request,
         data,
-        lambda: service.request(session, cache, user, ride_id, data.seats),
+        lambda: service.request(session, cache, user, ride_id, data.seats, max_held=held),
     )
 
 

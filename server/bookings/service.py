@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -52,13 +52,23 @@ def _seats_view(booking: Booking, ride: Ride) -> dict[str, Any]:
 
 
 async def request(
-    session: AsyncSession, cache: Cache, user: User, ride_id: int, seats: int
+    session: AsyncSession,
+    cache: Cache,
+    user: User,
+    ride_id: int,
+    seats: int,
+    *,
+    max_held: int = 0,
 ) -> dict[str, Any]:
-    """Create a booking (pending, or confirmed at once on an instant ride). Does not commit."""
+    """Create a booking (pending, or confirmed at once on an instant ride). Does not commit.
+    `max_held` (> 0) bounds the seats the user holds in pending and confirmed bookings on
+    rides that are not over, this one included."""
     ride = await rides.load(session, ride_id)
     if ride.driver_id == user.id:
         raise Conflict("You cannot book your own ride")
     _check_bookable(ride, seats)
+    if max_held > 0:
+        await _check_held(session, user.id, seats, max_held)
     booking = Booking(ride_id=ride.id, passenger_id=user.id, seats=seats, status="pending")
     try:
         async with session.begin_nested():
@@ -79,6 +89,29 @@ async def request(
             await channels.append(session, channel_names.user(uid), "booking.requested", view)
         await notify(session, ride.driver_id, "booking.requested", {"booking": view})
     return booking_view(booking)
+
+
+_HOLD_LOCK = text("SELECT pg_advisory_xact_lock(1936024417, (:user_id % 2147483647)::int)")
+_HELD = text(
+    """
+    SELECT COALESCE(sum(b.seats), 0) FROM bookings b JOIN rides r ON r.id = b.ride_id
+    WHERE b.passenger_id = :user_id AND b.status IN ('pending', 'confirmed')
+      AND r.status IN ('scheduled', 'started')
+    """
+)
+
+
+async def _check_held(session: AsyncSession, user_id: int, seats: int, max_held: int) -> None:
+    """A user's booking requests take a transaction-scoped advisory lock of their own (no row
+    lock, so no new lock order with rides and bookings), then count what they hold: two
+    requests at once on two instances cannot both pass the bound."""
+    await session.execute(_HOLD_LOCK, {"user_id": user_id})
+    held = int((await session.execute(_HELD, {"user_id": user_id})).scalar_one())
+    if held + seats > max_held:
+        raise Conflict(
+            f"You already hold {held} seats in pending or confirmed bookings; "
+            f"at most {max_held} at a time"
+        )
 
 
 def _check_bookable(ride: Ride, seats: int) -> None:

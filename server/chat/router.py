@@ -11,7 +11,7 @@ from server import channel_names, idempotency, snapshot
 from server.chat import service
 from server.chat.schemas import MessageIn, MessageOut, MessagePage
 from server.chat.service import message_view
-from server.deps import CurrentUser, IdempotencyKey, SessionDep, UserId
+from server.deps import CurrentUser, IdempotencyKey, SessionDep, UserId, WriteRateLimit
 from server.pagination import decode_id_cursor
 from server.snapshot import SnapshotSessionDep
 from server.validation import MAX_ID, PathId
@@ -41,7 +41,13 @@ async def messages(
     return {"items": [message_view(m) for m in page.items], "next_cursor": page.next_cursor}
 
 
-@router.post("/{ride_id}/messages", status_code=201, response_model=MessageOut, responses=CREATED)
+@router.post(
+    "/{ride_id}/messages",
+    status_code=201,
+    response_model=MessageOut,
+    responses=CREATED,
+    dependencies=[WriteRateLimit],
+)
 async def post_message(
     ride_id: PathId,
     data: MessageIn,

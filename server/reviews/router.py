@@ -8,7 +8,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from server import idempotency
-from server.deps import CacheDep, CurrentUser, IdempotencyKey, ReadSessionDep, SessionDep, UserId
+from server.deps import (
+    CacheDep,
+    CurrentUser,
+    IdempotencyKey,
+    ReadSessionDep,
+    SessionDep,
+    UserId,
+    WriteRateLimit,
+)
 from server.reviews import service
 from server.reviews.schemas import ReviewIn, ReviewOut, ReviewPage
 from server.reviews.service import review_view
@@ -20,7 +28,11 @@ CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
 
 @router.post(
-    "/rides/{ride_id}/reviews", status_code=201, response_model=ReviewOut, responses=CREATED
+    "/rides/{ride_id}/reviews",
+    status_code=201,
+    response_model=ReviewOut,
+    responses=CREATED,
+    dependencies=[WriteRateLimit],
 )
 async def review(
     ride_id: PathId,

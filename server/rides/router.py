@@ -16,6 +16,7 @@ from server.deps import (
     SessionDep,
     SettingsDep,
     UserId,
+    WriteRateLimit,
 )
 from server.rides import search as ride_search
 from server.rides import service
@@ -30,7 +31,9 @@ mine_router = APIRouter(prefix="/api/v1/users/me", tags=["rides"])
 CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
 
-@router.post("", status_code=201, response_model=RideOut, responses=CREATED)
+@router.post(
+    "", status_code=201, response_model=RideOut, responses=CREATED, dependencies=[WriteRateLimit]
+)
 async def create_ride(
     data: RideIn,
     request: Request,
@@ -143,9 +146,11 @@ async def cancel_ride(
 
 @router.post("/{ride_id}/start", response_model=RideOut)
 async def start_ride(
-    ride_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep
+    ride_id: PathId, user: CurrentUser, session: SessionDep, cache: CacheDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    return await service.transition(session, cache, user, ride_id, "start")
+    """Only from RIDE_START_EARLY_S before departure to RIDE_START_LATE_S after it (409)."""
+    window = service.StartWindow.of(settings)
+    return await service.transition(session, cache, user, ride_id, "start", window)
 
 
 @router.post("/{ride_id}/complete", response_model=RideOut)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import channels
+from channels.types import iso
 from models import Ride, User
 from server import channel_names, snapshot
 from server.bookings.service import cancel_for_ride
@@ -170,8 +173,35 @@ def _apply(ride: Ride, changes: dict[str, Any]) -> None:
             setattr(ride, field, value)
 
 
+@dataclass(frozen=True, slots=True)
+class StartWindow:
+    """When a ride may be started: from `early_s` before its departure to `late_s` after it
+    (docs/api.md). Completing needs a started ride, so it cannot come earlier either."""
+
+    early_s: int
+    late_s: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> StartWindow:
+        return cls(settings.ride_start_early_s, settings.ride_start_late_s)
+
+    def check(self, ride: Ride) -> None:
+        now = datetime.now(UTC)
+        opens = ride.departure_at - timedelta(seconds=self.early_s)
+        closes = ride.departure_at + timedelta(seconds=self.late_s)
+        if now < opens:
+            raise Conflict(f"This ride can be started from {iso(opens)}, not earlier")
+        if now > closes:
+            raise Conflict(f"This ride can no longer be started (its window closed {iso(closes)})")
+
+
 async def transition(
-    session: AsyncSession, cache: Cache, user: User, ride_id: int, action: Action
+    session: AsyncSession,
+    cache: Cache,
+    user: User,
+    ride_id: int,
+    action: Action,
+    window: StartWindow | None = None,
 ) -> dict[str, Any]:
     source, target, event = TRANSITIONS[action]
     ride = await load(session, ride_id, lock=True)
@@ -179,6 +209,8 @@ async def transition(
         raise Forbidden("Only the driver may change this ride's status")
     if ride.status != source:
         raise Conflict(f"Cannot {action} a {ride.status} ride")
+    if action == "start" and window is not None:
+        window.check(ride)
     passengers = await confirmed_passengers(session, ride.id) if action == "cancel" else []
     ride.status = target
     ride.version += 1

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.auth.schemas import PHONE_PATTERN
-from server.validation import Text
+from server.validation import DisplayName, Text
 
 
 class PublicUser(BaseModel):
@@ -31,6 +31,19 @@ class Me(PublicUser):
 class MePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    display_name: Text | None = Field(default=None, min_length=1, max_length=80)
+    display_name: DisplayName | None = None
     phone: str | None = Field(default=None, pattern=PHONE_PATTERN)
     bio: Text | None = Field(default=None, max_length=1000)
+
+
+class PasswordChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Text = Field(min_length=1, max_length=128)
+    new_password: Text = Field(min_length=8, max_length=128)
+
+
+class AccountDeleteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: Text = Field(min_length=1, max_length=128)

@@ -225,7 +225,8 @@ async def test_two_kuda_serve_processes_fan_out_rest_changes_through_redis(
     from tests import services
 
     cluster = cluster_factory(services.REDIS_URL)
-    a, b = await cluster.process("a"), await cluster.process("b")
+    unlimited = {"WRITE_RATE_PER_USER": "0"}  # one driver posts the 1,000 messages
+    a, b = await cluster.process("a", **unlimited), await cluster.process("b", **unlimited)
     ws_a, ws_b = f"ws://127.0.0.1:{a.port}/ws", f"ws://127.0.0.1:{b.port}/ws"
     async with httpx.AsyncClient(base_url=b.base_url, timeout=30) as on_b:
         driver, passenger = await signup(on_b), await signup(on_b)
