@@ -14,16 +14,9 @@ from channels import events
 from kuda.client import Client, ServerError, StateChange, Unauthorized
 from kuda.client.replay import ReplayPage
 from tests.client.conftest import account_on, append_events, login_token, seqs, take
+from tests.domain.conftest import book, make_ride
 from tests.helpers import Account, signup
 from tests.live import LiveServer
-
-RIDE = {
-    "origin": "Innopolis",
-    "destination": "Kazan",
-    "seats_total": 3,
-    "departure_at": "2030-01-01T08:00:00Z",
-    "instant_booking": True,
-}
 
 
 async def test_subscribe_delivers_replay_then_live_events_once_in_order(
@@ -101,8 +94,8 @@ async def test_send_returns_the_stored_message_which_also_arrives_once_as_an_eve
     live: LiveServer, http: httpx.AsyncClient
 ) -> None:
     driver = await signup(http)
-    ride = await http.post("/api/v1/rides", json=RIDE, headers=driver.headers)
-    chat = f"ride:{ride.json()['id']}:chat"
+    ride = await make_ride(http, driver)
+    chat = f"ride:{ride['id']}:chat"
     async with Client(live.http, login_token(live.http, driver)) as client:
         sub = await client.subscribe(chat)
         stored = await client.send(chat, "at the north gate")
@@ -114,19 +107,24 @@ async def test_send_returns_the_stored_message_which_also_arrives_once_as_an_eve
         assert refused.value.code in {"validation_error", "bad_request"}
 
 
+async def _chat_members(http: httpx.AsyncClient) -> tuple[Account, Account, dict[str, Any]]:
+    """A driver, a passenger with a confirmed seat, and the passenger's booking."""
+    driver, passenger = await signup(http), await signup(http)
+    ride = await make_ride(http, driver, instant_booking=True)
+    booking = await book(http, passenger, ride["id"])
+    assert booking.status_code == 201 and booking.json()["status"] == "confirmed"
+    return driver, passenger, booking.json()
+
+
 async def test_a_revoked_chat_subscription_ends_with_forbidden(
     live: LiveServer, http: httpx.AsyncClient
 ) -> None:
-    driver, passenger = await signup(http), await signup(http)
-    ride = (await http.post("/api/v1/rides", json=RIDE, headers=driver.headers)).json()
-    booking = await http.post(
-        f"/api/v1/rides/{ride['id']}/bookings", json={"seats": 1}, headers=passenger.headers
-    )
-    assert booking.json()["status"] == "confirmed"
+    _, passenger, booking = await _chat_members(http)
+    ride = {"id": booking["ride_id"]}
     async with Client(live.http, login_token(live.http, passenger)) as client:
         sub = await client.subscribe(f"ride:{ride['id']}:chat")
         cancelled = await http.post(
-            f"/api/v1/bookings/{booking.json()['id']}/cancel", headers=passenger.headers
+            f"/api/v1/bookings/{booking['id']}/cancel", headers=passenger.headers
         )
         assert cancelled.status_code == 200
         with pytest.raises(ServerError) as ended:
@@ -213,13 +211,8 @@ async def test_a_consumer_that_falls_behind_its_buffer_still_gets_every_event_in
 async def test_presence_lists_the_users_subscribed_to_a_chat(
     live: LiveServer, http: httpx.AsyncClient
 ) -> None:
-    driver, passenger = await signup(http), await signup(http)
-    ride = (await http.post("/api/v1/rides", json=RIDE, headers=driver.headers)).json()
-    booked = await http.post(
-        f"/api/v1/rides/{ride['id']}/bookings", json={"seats": 1}, headers=passenger.headers
-    )
-    assert booked.status_code == 201
-    chat = f"ride:{ride['id']}:chat"
+    driver, passenger, booking = await _chat_members(http)
+    chat = f"ride:{booking['ride_id']}:chat"
     async with (
         Client(live.http, login_token(live.http, driver)) as on_driver,
         Client(live.http, login_token(live.http, passenger)) as on_passenger,
