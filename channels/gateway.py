@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
-from channels import events, protocol
+from channels import events, logctx, protocol
 from channels.authz import ChannelError, ChannelRegistry, ResolvedChannel
 from channels.codes import CloseCode, ErrorCode
 from channels.connection import Connection, Limits
@@ -125,6 +125,8 @@ class Gateway:
             conn = Connection(websocket, identity, self.config.limits, self._tallies)
             conn.on_revoked = lambda channel: self._revoked(conn, channel)
             self._tallies.sockets += 1
+            logged = logctx.bind(connection_id=conn.id, user_id=identity.user_id)
+            log.debug("socket open")
             try:
                 conn.expire_at(identity)
                 conn.send(
@@ -136,6 +138,8 @@ class Gateway:
                 await self._serve(conn)
             finally:
                 await self._cleanup(conn)
+                log.debug("socket closed")
+                logctx.reset(logged)
         finally:
             await self.roster.socket_closed(identity.user_id)
 

@@ -8,14 +8,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.telemetry import TelemetryConfig
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
 from channels import Realtime
 from channels.brokers import RedisClient
-from server import channel_policy, docs_ui, health, logredact, web
+from server import channel_policy, docs_ui, health, logredact, monitoring, web
 from server.admin.router import router as admin_router
 from server.auth.passwords import Passwords
 from server.auth.router import router as auth_router
@@ -29,6 +28,7 @@ from server.chat.router import router as chat_router
 from server.config import Settings
 from server.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from server.errors import install_error_handlers
+from server.http_metrics import HttpCollector, HttpTallies
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.notifications.router import router as notifications_router
 from server.ratelimit import Counter, MemoryCounter, RedisCounter, WriteLimit
@@ -39,12 +39,6 @@ from server.rides.router import router as rides_router
 from server.users.router import router as users_router
 
 log = logging.getLogger("kuda")
-NO_TELEMETRY: TelemetryConfig = {
-    "tracing": False,
-    "metrics": False,
-    "logs": False,
-    "operation_spans": False,
-}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,10 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by server.docs_ui from local assets
         redoc_url=None,
         # FastAPI's native OpenTelemetry wraps every request and socket; Kuda exports
-        # Prometheus metrics instead (measured: docs/decisions.md D11).
-        telemetry=NO_TELEMETRY,
+        # Prometheus metrics instead (measured: docs/decisions.md D11). OTEL_TRACING=true
+        # turns its request spans on.
+        telemetry=monitoring.telemetry(settings),
     )
     app.state.settings = settings
+    app.state.http_tallies = tallies = HttpTallies()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.allowed_origins:  # browsers on these origins may call the REST API
@@ -75,8 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["ETag", "Retry-After", "X-Request-ID", "Server-Timing", "Kuda-Seq"],
             max_age=600,
         )
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, tallies=tallies)
     app.include_router(health.router)
+    app.include_router(monitoring.router)
     app.include_router(auth_router)
     app.include_router(my_rides_router)  # /users/me/rides, before /users/{id}
     app.include_router(users_router)
@@ -142,13 +139,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     channel_policy.register(
         realtime.registry, app.state.sessionmaker, app.state.read_sessionmaker, write_limit
     )
-    app.state.cache = _cache(settings, redis)
+    app.state.cache = cache = _cache(settings, redis)
+    counts = (lambda: (cache.hits, cache.misses)) if isinstance(cache, RedisCache) else None
+    registry = realtime.metrics.registry
+    registry.register(HttpCollector(app.state.http_tallies, {"primary": engine}, counts))
+    listener = (
+        monitoring.MetricsListener(settings.metrics_port, registry)
+        if settings.metrics_port is not None
+        else None
+    )
     await realtime.start()
     await auth.sessions.start()
     try:
         yield
     finally:
         await auth.sessions.stop()
+        if listener is not None:
+            listener.stop()
         await realtime.stop()
         if isinstance(redis, Redis):  # built on an explicit (blocking) pool: close it too
             await redis.aclose(close_connection_pool=True)

@@ -1,11 +1,10 @@
-"""REST face of the realtime layer: replay over HTTP, and Prometheus metrics."""
+"""REST face of the realtime layer: replay over HTTP (metrics: server/monitoring.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Query, Request
 
 from channels import ChannelError, Realtime, events
 from server.deps import ReadSessionDep, UserId
@@ -61,9 +60,3 @@ async def replay(
         "recovered": recovered,
         "next_since": last if last is not None and last < state.head else None,
     }
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    registry = _realtime(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

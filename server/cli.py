@@ -15,7 +15,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from server import admin_tasks, migrate
+from server import admin_tasks, logs, migrate
 from server.config import ConfigError, Settings, embedded_jwt_secret
 from server.embedded import EmbeddedPostgres
 from server.seed import DEMO_PASSWORD
@@ -32,10 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings()
     except ValidationError as exc:
         raise SystemExit(f"kuda: invalid configuration:\n{exc}") from exc
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(settings)
     try:
         args.handler(settings, args)
     except ConfigError as exc:
@@ -143,6 +140,11 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> None:
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
+    if args.workers > 1 and settings.metrics_port is not None:
+        raise ConfigError(
+            "METRICS_PORT serves one process's metrics: run one worker per container "
+            "(scale with replicas), or use METRICS_TOKEN on the API port instead."
+        )
     if args.workers > 1 and not settings.redis_url:
         raise ConfigError(
             "--workers > 1 needs REDIS_URL: each worker is a separate process, and without Redis "
@@ -182,8 +184,14 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     base = f"http://{_display_host(args.host)}:{args.port}"
-    print(f"kuda: API docs at {base}/docs (OpenAPI at {base}/openapi.json)", file=sys.stderr)
-    print(f"kuda: WebSocket at ws://{_display_host(args.host)}:{args.port}/ws", file=sys.stderr)
+    for line in (
+        f"kuda: API docs at {base}/docs (OpenAPI at {base}/openapi.json)",
+        f"kuda: WebSocket at ws://{_display_host(args.host)}:{args.port}/ws",
+    ):
+        if settings.log_format == "json":
+            log.info(line)
+        else:
+            print(line, file=sys.stderr)
     uvicorn.run(
         "server.app:create_asgi",
         factory=True,
@@ -191,6 +199,7 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
+        log_config=logs.dict_config(settings),
         proxy_headers=args.proxy_headers,
         ws="channels.transport:KudaWebSocketProtocol"
         if settings.ws_raw_writer

@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = []
     data_dir: Path = Path(".kuda")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve /metrics here only, not on the API port"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token required by /metrics on the API port"
+    )
+    otel_tracing: bool = Field(
+        default=False, description="OpenTelemetry spans per request (the `otel` extra)"
+    )
     max_body_bytes: int = 1024 * 1024
     login_failures_per_email: int = 10
     login_failure_window_s: int = 15 * 60

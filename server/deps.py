@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from channels import logctx
 from models import User
 from server.auth.service import AuthService
 from server.auth.tokens import InvalidToken, TokenClaims
@@ -54,6 +55,7 @@ async def _claims(request: Request, credentials: Credentials) -> TokenClaims:
     except InvalidToken as exc:
         raise Unauthorized(str(exc)) from exc
     auth.sessions.check(claims)
+    logctx.bind(user_id=claims.user_id)  # the rest of the request's log lines name the user
     return claims
 
 
