@@ -100,6 +100,8 @@ class Gateway:
         self.roster = roster
         self._tallies = metrics.tallies
         self._background: set[asyncio.Future[None]] = set()
+        self._open: dict[Connection, None] = {}  # insertion-ordered: oldest sockets first
+        self.refusing = False  # draining: new handshakes get 503
         self._replays: OrderedDict[tuple[str, int, int], list[OutFrame]] = OrderedDict()
         self._by_session: dict[str, set[Connection]] = {}
         self._ended: dict[str, float] = {}  # session id -> forget after (loop time)
@@ -108,6 +110,8 @@ class Gateway:
 
     async def endpoint(self, websocket: WebSocket) -> None:
         try:
+            if self.refusing:
+                raise Denied(503, ErrorCode.UNAVAILABLE, "This instance is restarting")
             identity, subprotocol = await self._handshake(websocket)
         except Denied as denied:
             await _deny(websocket, denied)
@@ -125,6 +129,7 @@ class Gateway:
             conn = Connection(websocket, identity, self.config.limits, self._tallies)
             conn.on_revoked = lambda channel: self._revoked(conn, channel)
             self._tallies.sockets += 1
+            self._open[conn] = None
             logged = logctx.bind(connection_id=conn.id, user_id=identity.user_id)
             log.debug("socket open")
             try:
@@ -137,6 +142,7 @@ class Gateway:
                 self._track_session(conn, identity)
                 await self._serve(conn)
             finally:
+                self._open.pop(conn, None)
                 await self._cleanup(conn)
                 log.debug("socket closed")
                 logctx.reset(logged)
@@ -212,6 +218,18 @@ class Gateway:
         if tickets:
             return await self._consume_ticket(tickets[0])
         raise AuthError("Missing credentials")
+
+    # Draining -----------------------------------------------------------------------------
+
+    def open_count(self) -> int:
+        return sum(1 for conn in self._open if not conn.closed)
+
+    def restart_some(self, n: int) -> int:
+        """Close up to n open sockets with 1012 (restart: reconnect elsewhere, resume)."""
+        victims = [conn for conn in self._open if not conn.closed][:n]
+        for conn in victims:
+            conn.close(CloseCode.RESTART, "server restarting")
+        return len(victims)
 
     # Serving ------------------------------------------------------------------------------
 

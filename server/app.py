@@ -27,6 +27,7 @@ from server.channels_api import router as channels_router
 from server.chat.router import router as chat_router
 from server.config import Settings
 from server.db import create_engine, create_read_sessionmaker, create_sessionmaker
+from server.drain import Drain
 from server.errors import install_error_handlers
 from server.http_metrics import HttpCollector, HttpTallies
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -150,9 +151,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await realtime.start()
     await auth.sessions.start()
+    app.state.drain = drain = Drain(settings.drain_s, realtime.gateway, settings.drain_min_rate)
+    if drain.install():
+        log.info("SIGTERM drains: sockets closed with 1012 over %.0f s", settings.drain_s)
     try:
         yield
     finally:
+        await drain.stop()
         await auth.sessions.stop()
         if listener is not None:
             listener.stop()

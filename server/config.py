@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         default=None, description="bearer token required by /metrics on the API port"
     )
+    drain_s: float = Field(
+        default=10.0, ge=0, le=3600, description="SIGTERM: close sockets (1012) over this window"
+    )
+    drain_min_rate: float = Field(
+        default=100.0, ge=0, description="...but never fewer sockets closed per second than this"
+    )
     otel_tracing: bool = Field(
         default=False, description="OpenTelemetry spans per request (the `otel` extra)"
     )

@@ -24,8 +24,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """200 when the database answers (503 otherwise); the broker may be `degraded` meanwhile."""
+    """200 when the database answers (503 otherwise, and while draining after SIGTERM); the
+    broker may be `degraded` meanwhile."""
     state = request.app.state
+    drain = getattr(state, "drain", None)
+    if drain is not None and drain.draining:
+        # Stopping: load balancers must route elsewhere (sockets are being closed with 1012).
+        return JSONResponse({"status": "draining"}, status_code=503)
     database = await _check_database(state)
     broker = await _check_broker(state)
     ready = database["status"] == "ok"
