@@ -36,4 +36,3 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "too_large"
     INTERNAL_ERROR = "internal_error"  # the op failed on the server's side
-    UNAVAILABLE = "unavailable"  # handshake refused (503): the instance is draining

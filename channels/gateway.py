@@ -111,7 +111,7 @@ class Gateway:
     async def endpoint(self, websocket: WebSocket) -> None:
         try:
             if self.refusing:
-                raise Denied(503, ErrorCode.UNAVAILABLE, "This instance is restarting")
+                raise Denied(503, UNAVAILABLE, "This instance is restarting")
             identity, subprotocol = await self._handshake(websocket)
         except Denied as denied:
             await _deny(websocket, denied)
