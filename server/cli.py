@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     mig = sub.add_parser("migrate", help="apply migrations to DATABASE_URL (idempotent)")
     mig.add_argument("--revision", default="head")
+    mig.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 0 if the database is at the latest revision, else 1",
+    )
     mig.set_defaults(handler=_migrate)
     admin = sub.add_parser("create-admin", help="create an administrator (or promote a user)")
     admin.add_argument("--email", required=True)
@@ -133,6 +138,10 @@ def _seed(settings: Settings, args: argparse.Namespace) -> None:
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     if settings.database_url is None:
         raise ConfigError("`kuda migrate` needs DATABASE_URL (the embedded server migrates itself)")
+    if args.check:
+        current = migrate.is_current(settings.database_url)
+        print(f"kuda: database {'at' if current else 'NOT at'} the latest revision")
+        raise SystemExit(0 if current else 1)
     migrate.upgrade(settings.database_url, args.revision)
     print(f"kuda: database at revision {args.revision}")
 

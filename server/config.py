@@ -187,9 +187,19 @@ class Settings(BaseSettings):
 
 
 def to_asyncpg_url(url: str) -> str:
+    """The SQLAlchemy asyncpg URL. libpq's `sslmode=` (what operators write) becomes asyncpg's
+    `ssl=` (SQLAlchemy passes query parameters to `asyncpg.connect`, which has no `sslmode`)."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
+            rest = url[len(prefix) :]
+            base, sep, query = rest.partition("?")
+            if sep:
+                params = [
+                    "ssl=" + p[len("sslmode=") :] if p.startswith("sslmode=") else p
+                    for p in query.split("&")
+                ]
+                rest = base + "?" + "&".join(params)
+            return "postgresql+asyncpg://" + rest
     raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://")
 
 

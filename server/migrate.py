@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 import migrations
 from server.config import to_asyncpg_url
@@ -28,6 +31,25 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+def is_current(database_url: str) -> bool:
+    """Whether the database is at the head revision (for a deployment that waits for its
+    migration Job: `kuda migrate --check`)."""
+    heads = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+    return asyncio.run(_applied(database_url)) == heads
+
+
+async def _applied(database_url: str) -> set[str]:
+    plain = "postgresql://" + database_url.split("://", 1)[1]  # asyncpg reads libpq's sslmode
+    conn = await asyncpg.connect(plain, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT version_num FROM alembic_version")
+    except asyncpg.UndefinedTableError:
+        return set()
+    finally:
+        await conn.close()
+    return {row["version_num"] for row in rows}
 
 
 def url_from_env() -> str:
