@@ -39,7 +39,7 @@ async def test_sigterm_spreads_1012_closes_over_the_window_while_unready(
 ) -> None:
     cluster = cluster_factory(services.REDIS_URL)
     base = cluster.env
-    drain = {"DRAIN_S": str(DRAIN_S), "DRAIN_MIN_RATE": "0"}
+    drain = {"DRAIN_S": str(DRAIN_S), "DRAIN_MIN_RATE": "0", "SOCKETS_PER_USER": "0"}
     cluster.env = lambda: {**base(), **drain}  # type: ignore[method-assign]
     server = await cluster.process()
     url = f"ws://127.0.0.1:{server.port}/ws"
