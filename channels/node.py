@@ -151,10 +151,13 @@ class Realtime:
         if not ids:
             return
         self.end_sessions_locally(ids)
+        message = envelope.sessions_ended(ids)
         try:
-            await self.broker.publish([(SESSIONS_CHANNEL, envelope.sessions_ended(ids))])
-        except BrokerUnavailable as exc:
-            log.warning("ended sessions not broadcast (%s); other instances poll them", exc)
+            # Bounded: a stalled broker must not hold the request that ended the sessions.
+            await asyncio.wait_for(self.broker.publish([(SESSIONS_CHANNEL, message)]), 2.0)
+        except (BrokerUnavailable, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            log.warning("ended sessions not broadcast (%s); other instances poll them", reason)
 
     def end_sessions_locally(self, session_ids: Sequence[str]) -> int:
         """Close this instance's sockets of these sessions; returns how many."""

@@ -3,6 +3,7 @@ error shape (never 500), rate limits keep counting in-process (never switch off)
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -50,3 +51,24 @@ async def test_ip_limit_keeps_counting_while_redis_is_down(
             form = {"username": f"nobody-{i}@example.com", "password": "wrong-password"}
             statuses.append((await http.post("/api/v1/auth/token", data=form)).status_code)
     assert statuses == [401] * 5 + [429, 429]
+
+
+async def test_a_stalled_redis_holds_neither_logout_nor_its_effect(
+    live_factory: Callable[..., Any], redis_server: RedisServer
+) -> None:
+    """Redis stopped mid-flight (SIGSTOP: connections open, no answers): logout still answers,
+    and the session is ended (the broadcast is bounded; other instances poll PostgreSQL)."""
+    server: LiveServer = await live_factory(redis_url=redis_server.url, redis_socket_timeout_s=1)
+    async with httpx.AsyncClient(base_url=server.http, timeout=60) as http:
+        account = await signup(http)
+        assert redis_server.proc is not None
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            r = await http.post(
+                "/api/v1/auth/logout", json={"refresh_token": account.refresh_token}
+            )
+            assert r.status_code == 204
+            me = await http.get("/api/v1/users/me", headers=account.headers)
+            assert_error(me, 401, "unauthorized")
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
