@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. With no argument, settings come from the environment (uvicorn --factory)."""
     settings = settings or Settings()
     settings.signing_key()  # refuse to build without a usable key
+    settings.accepted_keys()
     logredact.install()
     app = FastAPI(
         title="Kuda",

@@ -168,6 +168,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
             _prepare_embedded(settings, embedded)
         else:
             settings.signing_key()
+            settings.accepted_keys()
         _run_uvicorn(args, settings)
     except KeyboardInterrupt:
         pass  # a clean stop: uvicorn has already drained

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "kuda:"
     jwt_secret: SecretStr | None = None
     jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    jwt_accepted_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[], description="also accepted to verify tokens (rotation), never used to sign"
+    )
     access_token_ttl_s: int = Field(default=900, ge=1)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     ws_ticket_ttl_s: int = Field(default=30, ge=1, le=60)
@@ -120,6 +123,13 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(default=64, ge=1)
     redis_socket_timeout_s: float = Field(default=2.0, gt=0)
 
+    @field_validator("jwt_accepted_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
@@ -168,6 +178,17 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise ConfigError("DATABASE_URL is not set (embedded database not started)")
         return to_asyncpg_url(self.database_url)
+
+    def accepted_keys(self) -> list[str]:
+        """`JWT_ACCEPTED_SECRETS`, each held to the same rules as `JWT_SECRET`."""
+        keys = [secret.get_secret_value() for secret in self.jwt_accepted_secrets]
+        for key in keys:
+            if key.lower() in _PLACEHOLDER_SECRETS or len(key) < MIN_SECRET_BYTES:
+                raise ConfigError(
+                    "a JWT_ACCEPTED_SECRETS entry is a placeholder or shorter than "
+                    f"{MIN_SECRET_BYTES} characters"
+                )
+        return keys
 
     def signing_key(self) -> str:
         """The JWT key; refuses to run with a missing, placeholder or short secret."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,9 +38,22 @@ class IssuedToken:
     claims: TokenClaims
 
 
+def key_id(key: str) -> str:
+    """The `kid` header of tokens signed with `key`: a digest, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 class TokenCodec:
+    """Signs with `JWT_SECRET` (its key id in the `kid` header) and verifies with it or with any
+    of `JWT_ACCEPTED_SECRETS`, chosen by the token's `kid`, so the signing key can be rotated
+    without logging anyone out (docs/operations.md, "Rotating JWT_SECRET"). A token without
+    `kid` (issued before key ids) is verified with the current key."""
+
     def __init__(self, settings: Settings) -> None:
         self._key = settings.signing_key()
+        self._kid = key_id(self._key)
+        self._keys = {key_id(k): k for k in settings.accepted_keys()}
+        self._keys[self._kid] = self._key
         self._algorithms = list(settings.jwt_algorithms)
         self._ttl: dict[TokenType, int] = {
             "access": settings.access_token_ttl_s,
@@ -72,7 +86,9 @@ class TokenCodec:
         }
         if session_id is not None:
             payload["sid"] = str(session_id)
-        token = jwt.encode(payload, self._key, algorithm=self._algorithms[0])
+        token = jwt.encode(
+            payload, self._key, algorithm=self._algorithms[0], headers={"kid": self._kid}
+        )
         return IssuedToken(token, claims)
 
     def decode(self, token: str, typ: TokenType) -> TokenClaims:
@@ -80,9 +96,13 @@ class TokenCodec:
             header = jwt.get_unverified_header(token)
             if header.get("alg") not in self._algorithms:
                 raise InvalidToken("Token algorithm not accepted")
+            kid = header.get("kid")
+            key = self._key if kid is None else self._keys.get(str(kid))
+            if key is None:
+                raise InvalidToken("Token signed with a key no longer accepted")
             payload = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=self._algorithms,
                 options={"require_exp": True, "require_iat": True, "require_sub": True},
             )
