@@ -10,6 +10,7 @@ tests/channels/test_transport.py checks the attributes it uses.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -34,8 +35,88 @@ class RawWriter:
         self._proto.close_now(code, reason)
 
 
+class Inbox:
+    """What uvicorn's protocol uses of its `asyncio.Queue` (`put_nowait`, `get`, `empty`) for
+    a single reader, the socket's ASGI task. An idle socket holds no deque and no future: an
+    `asyncio.Queue` allocates four deques and an Event up front (~2.5 KiB per socket)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items = self._items
+        item = items.popleft()
+        if not items:
+            self._items = None
+        return item
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+
+class Flag:
+    """`asyncio.Event` as uvicorn's protocol uses it for `writable`, without a deque per
+    socket until someone actually waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+        return True
+
+
 class KudaWebSocketProtocol(WebSocketsSansIOProtocol):
-    """Adds the raw writer extension and a synchronous close (for overflow and expiry)."""
+    """Adds the raw writer extension and a synchronous close (for overflow and expiry), and
+    keeps less per idle socket (docs/decisions.md D16, D31)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -47,6 +128,10 @@ class KudaWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             # The handshake is done: drop what only it needed (a few KiB per idle socket).
+            # websockets' parser generator keeps the parsed request as a local for the life of
+            # the connection: empty its headers in place (the app copied what it needs).
+            if self.request is not None:
+                self.request.headers.clear()
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
 

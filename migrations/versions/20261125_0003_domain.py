@@ -17,9 +17,27 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _trigrams() -> bool:
+    """pg_trgm where the server has it and lets this role create it (a trusted extension since
+    PostgreSQL 13). Without it, substring search walks ix_rides_status_departure instead
+    (docs/benchmarks.md, search)."""
+    bind = op.get_bind()
+    if bind.execute(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")).first():
+        return True
+    available = "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'"
+    if not bind.execute(sa.text(available)).first():
+        return False
+    try:
+        with bind.begin_nested():
+            bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+    except sa.exc.DBAPIError:
+        return False
+    return True
+
+
 def upgrade() -> None:
     # Trigram indexes serve case-insensitive substring search on origin/destination.
-    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    trigrams = _trigrams()
     op.create_table(
         "idempotency_keys",
         sa.Column("user_id", sa.BigInteger(), nullable=False),
@@ -133,13 +151,14 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("destination_lat IS NOT NULL"),
     )
-    op.create_index(
-        "ix_rides_destination_trgm",
-        "rides",
-        [sa.text("lower(destination) gin_trgm_ops")],
-        unique=False,
-        postgresql_using="gin",
-    )
+    if trigrams:
+        op.create_index(
+            "ix_rides_destination_trgm",
+            "rides",
+            [sa.text("lower(destination) gin_trgm_ops")],
+            unique=False,
+            postgresql_using="gin",
+        )
     op.create_index("ix_rides_driver", "rides", ["driver_id", "departure_at"], unique=False)
     op.create_index(
         "ix_rides_origin_point",
@@ -148,13 +167,14 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("origin_lat IS NOT NULL"),
     )
-    op.create_index(
-        "ix_rides_origin_trgm",
-        "rides",
-        [sa.text("lower(origin) gin_trgm_ops")],
-        unique=False,
-        postgresql_using="gin",
-    )
+    if trigrams:
+        op.create_index(
+            "ix_rides_origin_trgm",
+            "rides",
+            [sa.text("lower(origin) gin_trgm_ops")],
+            unique=False,
+            postgresql_using="gin",
+        )
     op.create_index(
         "ix_rides_status_departure", "rides", ["status", "departure_at", "id"], unique=False
     )
