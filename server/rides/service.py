@@ -61,8 +61,7 @@ async def create(
     )
     _set_points(ride, data.model_dump(exclude_unset=True))
     session.add(ride)
-    await session.flush()
-    await session.refresh(ride)
+    await session.flush()  # the INSERT's RETURNING loads the server defaults: no refresh
     view = ride_view(ride, driver)
     channels.publish_after_commit(session, channel_names.RIDES_BOARD, "ride.created", view)
     return view  # the caller commits (see server.idempotency)
