@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -159,6 +160,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
             "--workers > 1 needs REDIS_URL: each worker is a separate process, and without Redis "
             "an event published on one worker never reaches sockets held by another."
         )
+    _raise_open_files()
     embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
     # uvicorn shuts down on SIGTERM/SIGINT, then re-raises the signal with the previous
     # handler restored: make that handler unwind through `finally` so PostgreSQL stops too.
@@ -175,6 +177,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _raise_open_files() -> None:
+    """Each socket is a file: take the hard limit on open files where the soft one is lower
+    (a common default soft limit of 1,024 would cap an instance near 1,000 sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        print(
+            f"kuda: open-file limit raised from {soft} to {hard} (the hard limit)", file=sys.stderr
+        )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import pytest
 from tests import services
 from tests.conftest import JWT_SECRET
 from tests.helpers import PASSWORD
-from tests.procs import Server, kuda_env, run_kuda
+from tests.procs import KUDA, REPO, Server, free_port, kuda_env, run_kuda
 
 
 def test_external_database_without_jwt_secret_refuses_to_start(database_url: str) -> None:
@@ -166,3 +169,41 @@ async def test_production_mode_with_two_workers_serves_and_stops(
     finally:
         assert await asyncio.to_thread(server.stop) == 0, server.log()
     assert "Traceback" not in server.log()
+
+
+def test_serve_takes_the_hard_open_file_limit_and_says_so(db: str, tmp_path: Path) -> None:
+    """Each socket is a file: a soft limit of 256 would refuse the 257th socket."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= 256:
+        pytest.skip("the hard open-file limit is too low to lower the soft one below it")
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = kuda_env(DATABASE_URL=db, JWT_SECRET=JWT_SECRET)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*KUDA, "serve", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=low_soft_limit,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert line.split()[3] == str(hard), line
+        assert f"open-file limit raised from 256 to {hard}" in log_path.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(30)
