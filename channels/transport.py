@@ -110,7 +110,7 @@ class Flag:
 
 class KudaWebSocketProtocol(WebSocketsSansIOProtocol):
     """Adds the raw writer extension and a synchronous close (for overflow and expiry), and
-    keeps less per idle socket (docs/decisions.md D16, D31)."""
+    keeps less per idle socket (docs/decisions.md D16, D32)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
