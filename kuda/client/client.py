@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -41,8 +42,9 @@ from kuda.client.types import (
 )
 
 CLIENT_TIMEOUT = 4000  # our own close when a reply never came: reconnect
-TRANSIENT = (OSError, TimeoutError, httpx.TransportError)
-"""`get_token` failures that a retry may cure; any other exception means: sign in again."""
+TRANSIENT = (ConnectionError, TimeoutError, socket.gaierror, httpx.TransportError)
+"""`get_token` failures that a retry may cure (the network, not the credentials); any other
+exception, `PermissionError` included, means: sign in again."""
 
 
 @dataclass

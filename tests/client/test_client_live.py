@@ -225,3 +225,32 @@ async def test_presence_lists_the_users_subscribed_to_a_chat(
         joined = await take(driver_sub, 1)
         assert joined[0]["event"] == "presence.joined"
         assert joined[0]["data"] == {"user_id": passenger.id}
+
+
+async def test_a_session_ended_by_logout_reaches_unauthorized(
+    live: LiveServer, http: httpx.AsyncClient
+) -> None:
+    """Logout closes the socket 4401; the app's `get_token` cannot refresh a revoked session
+    and raises: the client stops in `unauthorized` and the iteration says so."""
+    account = await signup(http)
+    refresh = {"token": account.refresh_token}
+
+    async def get_token() -> str:  # what an app does: rotate with the refresh token
+        r = await http.post("/api/v1/auth/refresh", json={"refresh_token": refresh["token"]})
+        if r.status_code == 401:
+            raise PermissionError("signed out")
+        refresh["token"] = r.json()["refresh_token"]
+        return str(r.json()["access_token"])
+
+    changes: list[StateChange] = []
+    client = Client(live.http, get_token)
+    client.on_state(changes.append)
+    async with client:
+        sub = await client.subscribe(f"user:{account.id}")
+        logout = await http.post("/api/v1/auth/logout", json={"refresh_token": refresh["token"]})
+        assert logout.status_code == 204
+        async with asyncio.timeout(30):
+            assert await client.wait_for("unauthorized") == "unauthorized"
+        with pytest.raises(Unauthorized):
+            await take(sub, 1)
+    assert any(c.code == 4401 for c in changes)
