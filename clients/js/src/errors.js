@@ -3,10 +3,10 @@ export class KudaError extends Error {
   /**
    * @param {string} code e.g. "forbidden", "not_found", "timeout", "closed", "unauthorized"
    * @param {string} message
-   * @param {{status?: number, details?: unknown, retryAfterS?: number}} [extra]
+   * @param {{status?: number, details?: unknown, retryAfterS?: number, cause?: unknown}} [extra]
    */
   constructor(code, message, extra = {}) {
-    super(message);
+    super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
     this.name = "KudaError";
     this.code = code;
     this.status = extra.status;

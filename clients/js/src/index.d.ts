@@ -98,7 +98,11 @@ export interface Clock {
 }
 
 export interface GetTokenContext {
-  /** Why the client asks: a new connection, a refresh on the live socket, a REST call, an expired token. */
+  /**
+   * Why the client asks: a new connection, a refresh on the live socket, a REST call, or "expired":
+   * the token at hand has expired, or the server refused it (a 4401 close, a handshake refused 401):
+   * hand back a new one (refresh it), not the same.
+   */
   reason: "connect" | "refresh" | "rest" | "expired";
 }
 
@@ -206,12 +210,14 @@ export declare class Kuda {
 }
 
 export declare class KudaError extends Error {
-  constructor(code: string, message: string, extra?: { status?: number; details?: unknown; retryAfterS?: number });
+  constructor(code: string, message: string, extra?: { status?: number; details?: unknown; retryAfterS?: number; cause?: unknown });
   /** The server's error code (forbidden, not_found, ...) or the client's (timeout, closed, unauthorized, network). */
   readonly code: string;
   readonly status: number | undefined;
   readonly details: unknown;
   readonly retryAfterS: number | undefined;
+  /** For "unauthorized" after getToken failed: what getToken threw. */
+  readonly cause?: unknown;
 }
 
 export declare function memoryCursorStore(): CursorStore;

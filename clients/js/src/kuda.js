@@ -87,6 +87,8 @@ export class Kuda {
     this._lastPingAt = 0;
     this._connectedAt = 0;
     this._envCleanup = undefined;
+    this._timers = new Set();
+    this._holdUntil = 0;
   }
 
   // ---------------------------------------------------------------- public surface
@@ -232,7 +234,7 @@ export class Kuda {
     if (!this._running) return;
     if (this._ws && this.state === "connected") {
       this._tick(true);
-    } else if (!this._ws && this._retryTimer !== undefined) {
+    } else if (!this._ws && this._retryTimer !== undefined && !(this._holdUntil > this._clock.now())) {
       this._clock.clearTimeout(this._retryTimer);
       this._retryTimer = undefined;
       void this._open();
@@ -315,7 +317,7 @@ export class Kuda {
     let url = this._wsUrl;
     let protocols;
     try {
-      token = await this._freshToken("connect");
+      token = await this._freshToken(this._rejectedToken !== undefined ? "expired" : "connect");
       if (serial !== this._socketSerial || !this._running) return;
       const lifetime = tokenLifetime(token);
       if (lifetime && lifetime.expMs <= this._clock.now()) {
@@ -336,8 +338,8 @@ export class Kuda {
         protocols = ["kuda.v1", `kuda.bearer.${token}`];
       }
     } catch (err) {
+      if (serial !== this._socketSerial || !this._running) return; // a newer attempt owns _opening
       this._opening = false;
-      if (serial !== this._socketSerial || !this._running) return;
       if (isFatalTokenError(err)) {
         this._unauthorized(err);
       } else {
@@ -365,18 +367,23 @@ export class Kuda {
     this._ws = ws;
     this._socketToken = token;
     this._welcomed = false;
+    let opened = false;
+    let refusedStatus;
     ws.onopen = () => {
+      opened = true;
       this._lastFrameAt = this._clock.now();
     };
     ws.onmessage = (message) => {
       if (this._ws === ws) this._onMessage(message.data);
     };
     ws.onclose = (event) => {
-      if (this._ws === ws) this._onClose(event.code ?? 1006, event.reason ?? "");
+      if (this._ws === ws) this._onClose(event.code ?? 1006, event.reason ?? "", opened ? undefined : refusedStatus);
     };
-    ws.onerror = () => {
-      // A close event follows; a socket that errs without one is caught by the connect timeout
-      // or the liveness check.
+    ws.onerror = (event) => {
+      // A close event follows (a socket that errs without one is caught by the connect timeout or
+      // the liveness check). Before the upgrade, Node's `ws` and React Native say which HTTP status
+      // refused the handshake ("Unexpected server response: 401"); browsers never do.
+      if (!opened) refusedStatus = handshakeStatus(event);
     };
     this._connectTimer = this._clock.setTimeout(() => {
       this._connectTimer = undefined;
@@ -457,7 +464,7 @@ export class Kuda {
     this._events.emit("welcome", frame);
   }
 
-  _onClose(code, reason) {
+  _onClose(code, reason, status) {
     const wasConnected = this._welcomed;
     const stable = wasConnected && this._clock.now() - this._connectedAt >= this._options.stableAfterMs;
     this._detach(code, reason);
@@ -467,26 +474,30 @@ export class Kuda {
       this._stop(new KudaError("closed", `The server closed the connection: ${reason || 1000}`), { code, reason });
       return;
     }
+    const details = status === undefined ? { code, reason } : { code, reason: reason || `handshake refused: HTTP ${status}`, status };
     let delay;
-    if (code === 4401) {
-      // Token expired or session ended: ask getToken once (shared) and come back at once.
+    if (code === 4401 || status === 401) {
+      // Token expired or session ended: ask getToken once (shared) and come back at once. The
+      // same token again means the app has nothing fresher: unauthorized (see _open).
       this._rejectedToken = this._socketToken;
       this._token = undefined;
       delay = wasConnected && stable ? 0 : this._backoff.next();
+    } else if (code === 4429 || status === 429) {
+      // Rate limited, too slow, or too many sockets: back off for longer ("equal jitter" over at
+      // least rateLimitedMinMs); waking up (online, visible) does not cut this wait short.
+      const ceiling = Math.max(this._options.rateLimitedMinMs, this._backoff.ceiling());
+      this._backoff.attempt += 1;
+      delay = Math.floor(ceiling / 2 + (this._random() * ceiling) / 2);
+      this._holdUntil = this._clock.now() + delay;
     } else if (code === 1012) {
       // The instance restarts: come back within a jittered moment, spread with everyone else.
       const ceiling = Math.max(this._options.restartJitterMs, this._backoff.ceiling());
       this._backoff.attempt += 1;
       delay = Math.floor(this._random() * ceiling);
-    } else if (code === 4429) {
-      // Rate limited or too slow: back off for longer ("equal jitter" over at least rateLimitedMinMs).
-      const ceiling = Math.max(this._options.rateLimitedMinMs, this._backoff.ceiling());
-      this._backoff.attempt += 1;
-      delay = Math.floor(ceiling / 2 + (this._random() * ceiling) / 2);
     } else {
       delay = this._backoff.next();
     }
-    this._retry(delay, { code, reason });
+    this._retry(delay, details);
   }
 
   _retry(delay, details) {
@@ -502,12 +513,15 @@ export class Kuda {
   _abandon(code, reason) {
     const ws = this._ws;
     if (!ws) return;
-    this._onClose(code === 4000 ? 1006 : code, reason);
+    // Close it before anything else can open the next one (never two connections): `ws` can
+    // drop the TCP connection at once; browsers abort a handshake, or start the close handshake.
     try {
-      ws.close(4000, reason.slice(0, 100));
+      if (typeof ws.terminate === "function") ws.terminate();
+      else ws.close(4000, reason.slice(0, 100));
     } catch {
       // already closing
     }
+    this._onClose(code === 4000 ? 1006 : code, reason);
   }
 
   /** Forget the socket; channels go back to pending; per-socket requests are dropped. */
@@ -542,6 +556,8 @@ export class Kuda {
     this._socketSerial += 1;
     this._detach(details.code, details.reason);
     this._clearTimer("_retryTimer");
+    for (const id of this._timers) this._clock.clearTimeout(id);
+    this._timers.clear();
     if (ws) {
       try {
         ws.close(1000, "");
@@ -569,7 +585,7 @@ export class Kuda {
   }
 
   _unauthorized(err) {
-    const error = err instanceof KudaError ? err : new KudaError("unauthorized", `getToken failed: ${err?.message ?? err}`);
+    const error = err instanceof KudaError ? err : new KudaError("unauthorized", `getToken failed: ${err?.message ?? err}`, { cause: err });
     const code = this._rejectedToken !== undefined ? 4401 : undefined;
     this._stop(error, { code, reason: "unauthorized" });
     this._events.emit("unauthorized", error);
@@ -616,7 +632,18 @@ export class Kuda {
       return;
     }
     const sincePing = now - this._lastPingAt;
-    if (woken ? sincePing >= 1000 : idle >= pingAfter && sincePing >= pingAfter) {
+    if (woken && sincePing >= 1000) {
+      // Back online, or the page visible again: the socket may have died meanwhile (a new network,
+      // a laptop that slept). A pong within max(5 s, pingAfter) proves it alive; else reconnect.
+      this._lastPingAt = now;
+      const ws = this._ws;
+      const verdictMs = Math.min(deadAfter, Math.max(5000, pingAfter));
+      this._request({ op: "ping" }, { retry: false, timeoutMs: verdictMs }).catch((err) => {
+        if (err?.code === "timeout" && this._ws === ws && this._lastFrameAt <= now) {
+          this._abandon(1006, `no pong within ${Math.round(verdictMs / 1000)} s of waking`);
+        }
+      });
+    } else if (!woken && idle >= pingAfter && sincePing >= pingAfter) {
       this._lastPingAt = now;
       void this._request({ op: "ping" }, { retry: false, timeoutMs: deadAfter }).catch(noop);
     }
@@ -636,7 +663,14 @@ export class Kuda {
     const issued = lifetime?.iatMs !== undefined && lifetime.iatMs <= now ? lifetime.iatMs : now;
     const span = Math.max(0, expMs - issued);
     this._tokenExpMs = expMs;
-    this._refreshAtMs = issued + span * this._options.refreshRatio;
+    // The server just accepted this token. If by this device's clock it is already due (or even
+    // expired), either it is an old token near its end (refresh soon, before it expires) or the
+    // clock runs ahead of the server's: then never refresh more often than every
+    // (1 - refreshRatio) / 2 of the lifetime, instead of at every tick.
+    const lifetimeMs = lifetime?.iatMs !== undefined ? lifetime.expMs - lifetime.iatMs : span;
+    const spacing = Math.max(1000, (lifetimeMs * (1 - this._options.refreshRatio)) / 2);
+    const floor = now + (expMs > now ? Math.max(Math.min(spacing, (expMs - now) / 2), 1000) : spacing);
+    this._refreshAtMs = Math.max(issued + span * this._options.refreshRatio, floor);
   }
 
   /** Refresh the token on the live socket with the `auth` op; one refresh in flight. */
@@ -740,7 +774,7 @@ export class Kuda {
           ch.socketClosed(undefined, err.message);
           ch.retries = (ch.retries ?? 0) + 1;
           const ceiling = Math.min(this._options.backoffMaxMs, 1000 * 2 ** Math.min(ch.retries, 5));
-          this._clock.setTimeout(() => {
+          this._later(() => {
             if (this._ws === ws) void this._subscribeChannel(ch);
           }, Math.floor(ceiling / 2 + (this._random() * ceiling) / 2));
         } else {
@@ -843,7 +877,17 @@ export class Kuda {
   }
 
   _sleep(ms) {
-    return new Promise((resolve) => this._clock.setTimeout(resolve, ms));
+    return new Promise((resolve) => this._later(resolve, ms));
+  }
+
+  /** A timer that close() cancels (retries and pauses that belong to the running client). */
+  _later(fn, ms) {
+    const id = this._clock.setTimeout(() => {
+      this._timers.delete(id);
+      fn();
+    }, ms);
+    this._timers.add(id);
+    return id;
   }
 
   _clearTimer(name) {
@@ -863,8 +907,25 @@ function isTransient(err) {
   return err.code === "bad_request" && /^Could not process/.test(err.message);
 }
 
+/**
+ * Whether a getToken failure ends the session (`unauthorized`) or is worth another try later: an
+ * error marked `retry: true` (or `false`) says so itself; otherwise a network failure (fetch's
+ * TypeError), a timeout, or a server answering 5xx/429 is transient, and anything else is final.
+ */
 function isFatalTokenError(err) {
-  return !(err && err.retry === true);
+  if (err && typeof err.retry === "boolean") return !err.retry;
+  if (err instanceof TypeError) return false;
+  if (err && ["network", "timeout", "unavailable", "rate_limited", "internal_error"].includes(err.code)) return false;
+  const status = Number(err?.status);
+  if (status >= 500 || status === 429) return false;
+  return true;
+}
+
+/** The HTTP status that refused a handshake, where the runtime's error event tells it. */
+function handshakeStatus(event) {
+  const text = String(event?.message ?? event?.error?.message ?? "");
+  const match = /\b(?:response|code|was)\b[^0-9]{0,20}([1-5]\d\d)\b/i.exec(text);
+  return match ? Number(match[1]) : undefined;
 }
 
 function randomId() {

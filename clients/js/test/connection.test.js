@@ -3,7 +3,7 @@ import { test } from "node:test";
 
 import { Kuda } from "../src/index.js";
 import { FakeClock, FakeServer, fakeToken, settle } from "./helpers/fake.js";
-import { connected, fakeClient } from "./helpers/setup.js";
+import { autoSubscribe, connected, fakeClient } from "./helpers/setup.js";
 
 const names = (states) => states.map((s) => s.state);
 
@@ -363,4 +363,270 @@ test("presence resolves with the users list", async () => {
   socket.push({ type: "presence", channel: "ride:17:chat", users: [42, 43], id: op.id });
   assert.deepEqual(await users, [42, 43]);
   ctx.kuda.close();
+});
+
+test("never two connections at a time, whatever wakes the client or closes the socket", async () => {
+  const clock = new FakeClock();
+  const server = new FakeServer(clock);
+  const env = new EventTarget();
+  const doc = new EventTarget();
+  doc.visibilityState = "visible";
+  const kuda = new Kuda({ url: "http://h", getToken: async () => fakeToken(clock), WebSocket: server.WebSocket, clock, random: () => 0.5, environment: env, document: doc });
+  const wake = async () => {
+    env.dispatchEvent(new Event("online"));
+    doc.dispatchEvent(new Event("visibilitychange"));
+    kuda.reconnectNow();
+    await settle();
+  };
+  kuda.connect().catch(() => {});
+  await settle();
+  await wake(); // connecting: nothing more
+  await clock.advance(16000); // no welcome: abandoned, then one more
+  await wake();
+  await clock.advance(1000);
+  server.last.accept();
+  await settle();
+  await wake(); // connected: a ping, not a socket
+  for (const code of [1006, 1012, 4401, 4429, 1011]) {
+    server.last.serverClose(code, "");
+    await wake();
+    await wake();
+    await clock.advance(5000);
+    server.last.accept();
+    await settle();
+  }
+  clock.jump(120000); // silent socket: dropped as dead at the next tick
+  await clock.advance(1000);
+  await wake();
+  await clock.advance(1000);
+  server.last.accept();
+  await settle();
+  kuda.close();
+  kuda.connect().catch(() => {});
+  await settle();
+  assert.equal(server.maxAtOnce, 1, "a new socket only once the previous one is closed or abandoned");
+  assert.ok(server.sockets.length >= 8, `sockets made: ${server.sockets.length}`);
+  kuda.close();
+});
+
+test("a hidden page becoming visible reconnects at once; a live socket that no longer answers is replaced", async () => {
+  const clock = new FakeClock();
+  const server = new FakeServer(clock);
+  const doc = new EventTarget();
+  doc.visibilityState = "hidden";
+  const kuda = new Kuda({ url: "http://h", getToken: async () => fakeToken(clock), WebSocket: server.WebSocket, clock, random: () => 0.99, environment: new EventTarget(), document: doc });
+  kuda.connect().catch(() => {});
+  await settle();
+  server.last.accept();
+  await clock.advance(60000);
+  for (let i = 0; i < 4; i += 1) {
+    server.last.refuse(); // the server is away: the delays grow
+    await settle();
+    await clock.advance(kuda.info.delayMs);
+  }
+  server.last.refuse();
+  await settle();
+  assert.ok(kuda.info.delayMs > 7000, `waiting ${kuda.info.delayMs} ms`);
+  const count = server.sockets.length;
+  doc.visibilityState = "visible";
+  doc.dispatchEvent(new Event("visibilitychange"));
+  await settle();
+  assert.equal(server.sockets.length, count + 1, "visible: reconnect now, not after the delay");
+  server.last.accept({ heartbeat_s: 20 }); // pings after 10 s of silence; a woken ping waits 10 s
+  await clock.advance(3000);
+  // The page is hidden and shown again: the socket looks fine (frames 3 s ago) but is dead.
+  doc.visibilityState = "hidden";
+  doc.dispatchEvent(new Event("visibilitychange"));
+  doc.visibilityState = "visible";
+  doc.dispatchEvent(new Event("visibilitychange"));
+  await settle();
+  const ping = server.last.ops("ping");
+  assert.equal(ping.length, 1, "checked at once");
+  await clock.advance(4000);
+  assert.equal(kuda.state, "connected", "the verdict waits a few seconds");
+  await clock.advance(6000);
+  assert.equal(kuda.state, "disconnected");
+  assert.match(kuda.info.reason, /no pong/);
+  assert.ok(server.sockets.at(-1).closedByClient);
+  kuda.close();
+});
+
+test("4429 and a handshake refused 429 back off for seconds, and waking up does not cut that short", async () => {
+  const clock = new FakeClock();
+  const server = new FakeServer(clock);
+  const env = new EventTarget();
+  const kuda = new Kuda({ url: "http://h", getToken: async () => fakeToken(clock), WebSocket: server.WebSocket, clock, random: () => 0.5, environment: env, document: new EventTarget() });
+  kuda.connect().catch(() => {});
+  await settle();
+  server.last.accept();
+  await clock.advance(15000);
+  server.last.serverClose(4429, "too slow");
+  await settle();
+  assert.equal(kuda.info.code, 4429);
+  assert.equal(kuda.info.delayMs, 3000, "between half and all of max(4 s, ceiling)");
+  env.dispatchEvent(new Event("online"));
+  await clock.advance(2900);
+  assert.equal(server.sockets.length, 1, "the online event does not skip a rate-limit pause");
+  await clock.advance(100);
+  assert.equal(server.sockets.length, 2);
+  server.last.refuse(429); // too many sockets for this user
+  await settle();
+  assert.equal(kuda.info.status, 429);
+  assert.match(kuda.info.reason, /HTTP 429/);
+  assert.ok(kuda.info.delayMs >= 2000, `waits ${kuda.info.delayMs}`);
+  env.dispatchEvent(new Event("online"));
+  await settle();
+  assert.equal(server.sockets.length, 2);
+  kuda.close();
+});
+
+test("a handshake refused 401 asks for a fresh token; the same token again is unauthorized, without a loop", async () => {
+  const clock = new FakeClock();
+  const reasons = [];
+  const issued = [fakeToken(clock, 900, { n: 1 }), fakeToken(clock, 900, { n: 2 })];
+  const ctx = fakeClient({
+    clock,
+    getToken: async ({ reason }) => {
+      reasons.push(reason);
+      return issued[Math.min(reasons.length, 2) - 1];
+    },
+  });
+  const seen = [];
+  ctx.kuda.on("unauthorized", (err) => seen.push(err));
+  const done = ctx.kuda.connect();
+  done.catch(() => {});
+  await settle();
+  ctx.server.last.refuse(401);
+  await ctx.clock.advance(1000);
+  assert.equal(ctx.server.sockets.length, 2, "a fresh token was worth another handshake");
+  assert.deepEqual(ctx.server.last.protocols, ["kuda.v1", `kuda.bearer.${issued[1]}`]);
+  assert.deepEqual(reasons, ["connect", "expired"], "getToken is told the last token was refused");
+  ctx.server.last.refuse(401); // e.g. the session ended: every token of it is refused
+  await ctx.clock.advance(60000);
+  assert.equal(ctx.kuda.state, "closed");
+  assert.equal(ctx.kuda.info.reason, "unauthorized");
+  assert.equal(seen.length, 1);
+  assert.equal(ctx.server.sockets.length, 2, "no handshake with a token known to be refused");
+  await assert.rejects(done, (err) => err.code === "unauthorized");
+});
+
+test("getToken failures: network trouble and 5xx back off, anything else ends the session", async () => {
+  for (const [error, fatal] of [
+    [new TypeError("fetch failed"), false],
+    [Object.assign(new Error("Service Unavailable"), { status: 503 }), false],
+    [Object.assign(new Error("refresh refused"), { status: 401 }), true],
+    [new Error("signed out"), true],
+    [Object.assign(new TypeError("odd"), { retry: false }), true],
+  ]) {
+    let calls = 0;
+    const ctx = fakeClient({
+      getToken: async () => {
+        calls += 1;
+        if (calls === 1) throw error;
+        return "opaque";
+      },
+    });
+    ctx.kuda.connect().catch(() => {});
+    await ctx.clock.advance(2000);
+    if (fatal) {
+      assert.equal(ctx.kuda.state, "closed", String(error));
+      assert.equal(ctx.kuda.info.reason, "unauthorized");
+      assert.equal(calls, 1);
+    } else {
+      assert.equal(calls, 2, String(error));
+      assert.equal(ctx.kuda.state, "connecting");
+      assert.equal(ctx.server.sockets.length, 1);
+    }
+    ctx.kuda.close();
+  }
+});
+
+test("a device clock running ahead of the server's does not turn the token refresh into a loop", async () => {
+  // Without a floor, a token that looks due at once is refreshed at every 1 s tick: ~600 calls.
+  for (const [skewMs, most] of [[850000, 30], [3600000, 10]]) {
+  const clock = new FakeClock();
+  const serverClock = { now: () => clock.now() - skewMs }; // tokens live 15 minutes
+  let calls = 0;
+  const ctx = fakeClient({
+    clock,
+    getToken: async () => {
+      calls += 1;
+      return fakeToken(serverClock, 900, { n: calls });
+    },
+  });
+  ctx.server.onFrame = (socket, frame) => {
+    if (frame.op === "auth") queueMicrotask(() => socket.push({ type: "authed", expires_at: new Date(serverClock.now() + 900000).toISOString(), id: frame.id }));
+  };
+  await connected(ctx, { expires_at: new Date(serverClock.now() + 900000).toISOString(), heartbeat_s: 3600 });
+  await ctx.clock.advance(600000);
+  assert.ok(calls >= 2 && calls <= most, `${skewMs} ms ahead: getToken asked ${calls} times in 10 minutes`);
+  assert.equal(ctx.server.sockets.length, 1);
+  ctx.kuda.close();
+  }
+});
+
+test("close() leaves no timer behind: retries, gap fills, sends, grace periods", async () => {
+  const ctx = fakeClient();
+  ctx.server.append("ride:1", 3);
+  let failures = 3;
+  ctx.server.onFrame = (socket, frame) => {
+    if (frame.op !== "subscribe") return;
+    queueMicrotask(() => {
+      if (frame.channel === "user:42" && failures-- > 0) socket.push({ type: "error", code: "internal_error", message: "x", id: frame.id });
+      else socket.push({ type: "subscribed", channel: frame.channel, seq: frame.channel === "ride:1" ? 3 : 0, recovered: true, id: frame.id });
+    });
+  };
+  ctx.server.fetchFails = true; // the gap fill waits between tries
+  ctx.kuda.subscribe("ride:1", () => {}, { since: 0 });
+  ctx.kuda.subscribe("user:42", () => {});
+  const gone = ctx.kuda.subscribe("ride:2", () => {});
+  const socket = await connected(ctx);
+  await settle(10);
+  gone.unsubscribe();
+  const sent = ctx.kuda.send("ride:1:chat", "pending");
+  sent.catch(() => {});
+  socket.push(ctx.server.event("ride:1", 5)); // early: a gap to fill
+  await settle(10);
+  assert.ok(ctx.clock.timers.size >= 4, `timers while running: ${ctx.clock.timers.size}`);
+  ctx.kuda.close();
+  assert.equal(ctx.clock.timers.size, 0);
+  await assert.rejects(sent, (err) => err.code === "closed");
+});
+
+test("listeners never accumulate: environment, socket and registry are the same after many reconnects", async () => {
+  const clock = new FakeClock();
+  const server = new FakeServer(clock);
+  autoSubscribe(server);
+  const counts = { add: 0, remove: 0 };
+  const target = () => ({
+    addEventListener: () => void (counts.add += 1),
+    removeEventListener: () => void (counts.remove += 1),
+  });
+  const kuda = new Kuda({ url: "http://h", getToken: async () => fakeToken(clock), WebSocket: server.WebSocket, fetch: server.fetch, clock, random: () => 0.5, environment: target(), document: target() });
+  const got = [];
+  kuda.subscribe("ride:1", (f) => got.push(f.seq), { since: 0 });
+  kuda.connect().catch(() => {});
+  await settle();
+  for (let i = 0; i < 10; i += 1) {
+    server.last.accept();
+    await settle(10);
+    server.append("ride:1", 1);
+    server.last.push(server.logs.get("ride:1").at(-1));
+    server.last.serverClose(1006);
+    await clock.advance(20000);
+  }
+  server.last.accept();
+  await settle(10);
+  assert.deepEqual(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "each event once");
+  assert.deepEqual(kuda.stats(), { channels: 1, listeners: 1, pending: 0 });
+  assert.equal(counts.add, 2, "online + visibilitychange, once");
+  kuda.close();
+  assert.equal(counts.remove, 2);
+  kuda.connect().catch(() => {});
+  kuda.close();
+  assert.equal(counts.add, 4);
+  assert.equal(counts.remove, 4);
+  for (const s of server.sockets) {
+    if (s.onmessage) assert.equal(s.onmessage.name, "noop", "old sockets hold no client handler");
+  }
 });

@@ -4,8 +4,10 @@ import { after, before, test } from "node:test";
 
 import WebSocket from "ws";
 
-import { Kuda } from "../src/index.js";
+import { Kuda, localStorageCursorStore } from "../src/index.js";
 import { Api, Cluster, waitFor } from "./helpers/cluster.js";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const TOKEN_TTL_S = 12;
 let cluster;
@@ -126,6 +128,253 @@ test("a subscription more than 1,000 events behind is filled from the REST repla
   assert.ok(!got.some((f) => f.type === "reset"), "recovered over REST: no refetch needed");
   const fetched = seqsOf(got).length;
   assert.equal(fetched, total + 1);
+});
+
+test("the example of PROTOCOL.md section 7, as written", async () => {
+  const { pair, id } = await signIn("example");
+  const ride = await instantRide(pair.access_token);
+  const accessToken = pair.access_token;
+  const events = [];
+  const seen = [];
+  // --- the example, with this test's url, user and ride
+  const kuda = new Kuda({ url: a.url, getToken: async () => accessToken, WebSocket }); // WebSocket: only
+  // where the runtime has no global one (Node < 22: pass the `ws` package's class)
+  kuda.on("state", (s) => seen.push(s)); // "connecting" | "connected" | "disconnected" | "closed"
+  const sub = kuda.subscribe(`user:${id}`, (event) => events.push(event), { since: 0 }); // event: the server's event frame
+  const welcome = await kuda.connect(); // resolves on `welcome`
+  const data = await kuda.send(`ride:${ride.id}:chat`, "hi"); // resolves with the ack's data
+  // --- what it did
+  assert.equal(welcome.type, "welcome");
+  assert.equal(welcome.user_id, id);
+  assert.equal(kuda.state, "connected");
+  const stored = await api.call("GET", `/rides/${ride.id}/messages`, { token: accessToken });
+  assert.deepEqual(data, stored.items[0], "the ack's data is the stored message");
+  const rider = await signIn("example-rider");
+  await api.call("POST", `/rides/${ride.id}/bookings`, { token: rider.pair.access_token, json: { seats: 1 } });
+  await waitFor(() => events.length >= 1, { what: "the driver's notification of the booking" });
+  assert.equal(events[0].event, "notification.created");
+  for (const event of events) {
+    assert.deepEqual(Object.keys(event).sort(), ["at", "channel", "data", "event", "seq", "type"]);
+    assert.equal(event.type, "event");
+    assert.equal(event.channel, `user:${id}`);
+  }
+  assert.deepEqual(seqsOf(events), range(1, events.length));
+  sub.unsubscribe(); kuda.close();
+  assert.deepEqual(seen, ["connecting", "connected", "closed"]);
+  assert.equal(sub.state, "unsubscribed");
+});
+
+test("the SDK imports from the repository root as ./clients/js/src/index.js", async () => {
+  const { execFile } = await import("node:child_process");
+  const { REPO } = await import("./helpers/cluster.js");
+  const code = 'import { Kuda, KudaError } from "./clients/js/src/index.js"; console.log(typeof Kuda, typeof KudaError);';
+  const out = await new Promise((resolveOut, reject) =>
+    execFile(process.execPath, ["--input-type=module", "-e", code], { cwd: REPO }, (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolveOut(stdout))),
+  );
+  assert.equal(out.trim(), "function function");
+});
+
+/** Signs in and returns the token pair; `getToken` variants are built on it per test. */
+async function signIn(name) {
+  const account = await api.user(name);
+  const pair = await api.login(account);
+  return { account, pair, id: account.user.id };
+}
+
+async function instantRide(token) {
+  const departure = new Date(Date.now() + 3 * 24 * 3600 * 1000).toISOString();
+  return api.call("POST", "/rides", {
+    token,
+    json: { origin: "Innopolis", destination: "Kazan", departure_at: departure, seats_total: 3, price: 300, instant_booking: true },
+  });
+}
+
+test("a session ended by logout closes the socket 4401 on every instance and ends in unauthorized, without a reconnect loop", async () => {
+  // The app's getToken can only hand back the token it has (the session is over).
+  const { pair, id } = await signIn("leaver");
+  const calls = [];
+  const getToken = async ({ reason }) => {
+    calls.push(reason);
+    return pair.access_token;
+  };
+  const onA = client(a.url, getToken);
+  const onB = client(b.url, getToken);
+  const watched = [onA, onB].map((kuda) => {
+    const seen = { states: recorder(kuda), unauthorized: [] };
+    kuda.on("unauthorized", (err) => seen.unauthorized.push(err));
+    kuda.subscribe(`user:${id}`, () => {}, { since: 0 });
+    return seen;
+  });
+  await Promise.all([onA.connect(), onB.connect()]);
+
+  await api.call("POST", "/auth/logout", { json: { refresh_token: pair.refresh_token } });
+  for (const [i, kuda] of [onA, onB].entries()) {
+    await waitFor(() => kuda.state === "closed", { what: `client ${i} closed`, timeoutMs: 30000 });
+    assert.equal(kuda.info.reason, "unauthorized");
+    assert.equal(kuda.info.code, 4401);
+    assert.equal(watched[i].unauthorized.length, 1);
+    assert.equal(watched[i].unauthorized[0].code, "unauthorized");
+    assert.ok(watched[i].states.some((s) => s.state === "disconnected" && s.code === 4401), "the server closed 4401");
+  }
+  // No loop: nothing happens any more, and REST refuses the token too.
+  const asked = calls.length;
+  const states = watched.map((w) => w.states.length);
+  await sleep(3000);
+  assert.equal(calls.length, asked);
+  assert.deepEqual(watched.map((w) => w.states.length), states);
+  for (const w of watched) assert.equal(w.states.filter((s) => s.state === "connected").length, 1, "one connection, never another");
+  await assert.rejects(onA.request("GET", "/users/me"), (err) => err.status === 401);
+});
+
+test("after a logout, a getToken that tries to refresh (and is refused) ends in unauthorized too", async () => {
+  const { account, pair } = await signIn("refresher-out");
+  let current = pair;
+  const reasons = [];
+  const getToken = async ({ reason }) => {
+    reasons.push(reason);
+    if (reason === "connect" || reason === "rest") return current.access_token;
+    current = await api.call("POST", "/auth/refresh", { json: { refresh_token: current.refresh_token } }); // 401 after logout
+    return current.access_token;
+  };
+  const kuda = client(a.url, getToken);
+  const states = recorder(kuda);
+  const errors = [];
+  kuda.on("unauthorized", (err) => errors.push(err));
+  await kuda.connect();
+  await api.call("POST", "/auth/logout", { json: { refresh_token: pair.refresh_token } });
+  await waitFor(() => kuda.state === "closed", { what: "closed", timeoutMs: 30000 });
+  assert.equal(kuda.info.reason, "unauthorized");
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, "unauthorized");
+  assert.equal(errors[0].cause.status, 401, "the refused refresh is the reason");
+  assert.ok(reasons.includes("expired"), "after a 4401 getToken is told the token was refused");
+  const count = states.length;
+  await sleep(2000);
+  assert.equal(states.length, count, "no reconnect loop");
+  // Signing in again starts a new session, and the same client connects again.
+  current = await api.login(account);
+  await kuda.connect();
+  assert.equal(kuda.state, "connected");
+});
+
+test("send retried across a reconnect (the ack lost with the connection) is stored and delivered once", async () => {
+  const ride = await api.ride(await driverToken());
+  const channel = `ride:${ride.id}:chat`;
+  const sent = [];
+  let dropAcks = 1;
+  // A socket that loses its connection right after the server stored the message, before the ack.
+  class LossyWebSocket extends WebSocket {
+    send(data) {
+      sent.push({ socket: this, frame: JSON.parse(data) });
+      super.send(data);
+    }
+    set onmessage(fn) {
+      super.onmessage = fn && ((event) => {
+        if (this.lost) return;
+        if (dropAcks > 0 && JSON.parse(String(event.data)).type === "ack") {
+          dropAcks -= 1;
+          this.lost = true;
+          this.terminate(); // no close frame: 1006, as a dropped network
+          return;
+        }
+        fn(event);
+      });
+    }
+    get onmessage() {
+      return super.onmessage;
+    }
+  }
+  const kuda = client(a.url, driverToken, { WebSocket: LossyWebSocket });
+  const states = recorder(kuda);
+  const got = [];
+  kuda.subscribe(channel, (frame) => got.push(frame), { since: 0 });
+  await kuda.connect();
+  const body = `once ${Date.now()}`;
+  const stored = await kuda.send(channel, body);
+  assert.equal(stored.body, body);
+  const sends = sent.filter((s) => s.frame.op === "send");
+  assert.equal(sends.length, 2, "sent again after the reconnect");
+  assert.notEqual(sends[0].socket, sends[1].socket);
+  assert.equal(sends[1].frame.client_id, sends[0].frame.client_id, "with the same client_id");
+  assert.ok(states.some((s) => s.state === "disconnected" && s.code === 1006));
+  const page = await api.call("GET", `/rides/${ride.id}/messages`, { token: await driverToken() });
+  const mine = page.items.filter((m) => m.body === body);
+  assert.equal(mine.length, 1, "stored once");
+  assert.equal(mine[0].id, stored.id, "the ack after the retry is the first stored message");
+  assert.equal(mine[0].client_id, sends[0].frame.client_id);
+  await post(ride.id, 1, "after");
+  await waitFor(() => seqsOf(got).length === 2, { what: "the message and the next one" });
+  await sleep(500);
+  const created = got.filter((f) => f.event === "message.created" && f.data.body === body);
+  assert.equal(created.length, 1, "one message.created");
+  assert.deepEqual(seqsOf(got), [1, 2]);
+});
+
+test("presence through the SDK across two instances: the presence op, presence.joined and presence.left once per user", async () => {
+  const driverSession = await signIn("presence-driver");
+  const riderSession = await signIn("presence-rider");
+  const ride = await instantRide(driverSession.pair.access_token);
+  await api.call("POST", `/rides/${ride.id}/bookings`, { token: riderSession.pair.access_token, json: { seats: 1 } });
+  const chat = `ride:${ride.id}:chat`;
+  const driverKuda = client(a.url, async () => driverSession.pair.access_token);
+  const frames = [];
+  driverKuda.subscribe(chat, (frame) => frames.push(frame));
+  const lists = [];
+  const watch = driverKuda.watchPresence(chat, (users) => lists.push(users));
+  await driverKuda.connect();
+  await waitFor(() => lists.some((l) => l.length === 1 && l[0] === driverSession.id), { what: "the driver alone" });
+
+  // The rider on the other instance, on two sockets (two tabs): one join, one leave.
+  const riderB = client(b.url, async () => riderSession.pair.access_token);
+  const riderA = client(a.url, async () => riderSession.pair.access_token);
+  const subB = riderB.subscribe(chat, () => {});
+  await riderB.connect();
+  const both = [driverSession.id, riderSession.id].sort((x, y) => x - y);
+  await waitFor(() => JSON.stringify(lists.at(-1)) === JSON.stringify(both), { what: "the rider joined" });
+  assert.deepEqual((await riderB.presence(chat)).sort((x, y) => x - y), both, "the presence op, from the rider's instance");
+  assert.deepEqual((await driverKuda.presence(chat)).sort((x, y) => x - y), both, "and from the driver's");
+  const subA = riderA.subscribe(chat, () => {});
+  await riderA.connect();
+  await waitFor(() => subA.state === "subscribed", { what: "the second tab subscribed" });
+  subB.unsubscribe(); // the grace period passes, then the server unsubscribe: the other tab stays
+  await waitFor(() => riderB.stats().channels === 0, { what: "the first tab let go" });
+  await sleep(1000);
+  subA.unsubscribe();
+  await waitFor(() => JSON.stringify(lists.at(-1)) === JSON.stringify([driverSession.id]), { what: "the rider left" });
+  await sleep(500);
+  const presence = frames.filter((f) => f.type === "event" && f.event.startsWith("presence."));
+  assert.deepEqual(
+    presence.map((f) => [f.event, f.data.user_id]),
+    [["presence.joined", riderSession.id], ["presence.left", riderSession.id]],
+    "one join and one leave for two sockets",
+  );
+  assert.ok(presence.every((f) => f.seq === undefined), "ephemeral: no seq");
+  watch.unsubscribe();
+});
+
+test("an app started again resumes from its cursor store: what was missed while it was gone, once", async () => {
+  const ride = await api.ride(await driverToken());
+  const channel = `ride:${ride.id}:chat`;
+  const memory = new Map();
+  const storage = { getItem: (k) => memory.get(k) ?? null, setItem: (k, v) => void memory.set(k, v), removeItem: (k) => void memory.delete(k) };
+  const first = client(a.url, driverToken, { cursorStore: localStorageCursorStore({ storage }) });
+  const before = [];
+  first.subscribe(channel, (frame) => before.push(frame), { since: 0 });
+  await first.connect();
+  await post(ride.id, 3, "before");
+  await waitFor(() => seqsOf(before).length === 3, { what: "3 events" });
+  first.close(); // the app is killed
+  await post(ride.id, 2, "while gone");
+  // Started again: no `since` from the app, the store knows.
+  const second = client(b.url, driverToken, { cursorStore: localStorageCursorStore({ storage }) });
+  const after = [];
+  second.subscribe(channel, (frame) => after.push(frame));
+  await second.connect();
+  await post(ride.id, 1, "live");
+  await waitFor(() => seqsOf(after).length === 3, { what: "the missed and the live" });
+  await sleep(300);
+  assert.deepEqual(seqsOf(after), [4, 5, 6]);
+  assert.equal(memory.get(`kuda:cursor:${channel}`), "6");
 });
 
 test("200 clients reconnecting after a restart spread over the jitter window", async () => {

@@ -3,7 +3,7 @@
 // TEST_REDIS_URL, as the Python suite), ports in 20000-32000, logs in a temporary folder.
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, openSync, readFileSync, closeSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -12,7 +12,9 @@ import { promisify } from "node:util";
 
 const run = promisify(execFile);
 export const REPO = resolve(fileURLToPath(new URL("../../../../", import.meta.url)));
-const PYTHON = process.env.KUDA_PYTHON ?? join(REPO, ".venv", "bin", "python");
+// The project's virtual environment (python3 dev.py makes it); else whatever python3 has Kuda.
+const VENV_PYTHON = join(REPO, ".venv", "bin", "python");
+const PYTHON = process.env.KUDA_PYTHON ?? (existsSync(VENV_PYTHON) ? VENV_PYTHON : "python3");
 const ADMIN_URL = process.env.TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/0";
 export const JWT_SECRET = "js-test-secret-" + "k".repeat(40);

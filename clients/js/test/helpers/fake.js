@@ -96,9 +96,10 @@ export class FakeSocket {
     this.push({ type: "welcome", connection_id: `c${this.server.sockets.indexOf(this)}`, user_id: 42, protocol: 1, heartbeat_s: 25, expires_at: new Date(this.server.clock.now() + 900000).toISOString(), ...welcome });
   }
 
-  refuse() {
+  /** The handshake is refused; with an HTTP status, the error event says it as Node's `ws` does. */
+  refuse(status) {
     this.readyState = 3;
-    this.onerror?.({});
+    this.onerror?.(status ? { type: "error", message: `Unexpected server response: ${status}` } : {});
     this.onclose?.({ code: 1006, reason: "" });
   }
 
@@ -126,10 +127,13 @@ export class FakeServer {
     this.fetches = [];
     this.retention = 0; // events with seq <= retention are trimmed (REST says recovered:false)
     const server = this;
+    /** The most sockets open or connecting at once, seen when each new one is made. */
+    this.maxAtOnce = 0;
     this.WebSocket = class extends FakeSocket {
       constructor(url, protocols) {
         super(server, url, protocols);
         server.sockets.push(this);
+        server.maxAtOnce = Math.max(server.maxAtOnce, server.live().length);
       }
     };
     this.fetch = async (url, init = {}) => this.handleFetch(url, init);
