@@ -250,8 +250,9 @@ export class Kuda {
   async request(method, path, body, options = {}) {
     if (!this._fetch) throw new KudaError("unsupported", "No fetch in this runtime: pass `fetch`");
     const url = this.url + "/api/v1" + (path.startsWith("/") ? path : "/" + path);
+    let token401;
     for (let attempt = 0; ; attempt += 1) {
-      const token = attempt === 0 ? await this._currentToken() : await this._freshToken("rest");
+      const token = attempt === 0 ? await this._currentToken() : await this._freshToken("expired", token401);
       const headers = { Authorization: `Bearer ${token}`, ...(options.headers ?? {}) };
       const init = { method, headers };
       if (body !== undefined) {
@@ -264,7 +265,10 @@ export class Kuda {
       } catch (err) {
         throw new KudaError("network", `${method} ${path}: ${err?.message ?? err}`);
       }
-      if (response.status === 401 && attempt === 0) continue;
+      if (response.status === 401 && attempt === 0) {
+        token401 = token;
+        continue;
+      }
       if (response.status === 204) return undefined;
       const text = await response.text();
       let data;
@@ -317,7 +321,8 @@ export class Kuda {
     let url = this._wsUrl;
     let protocols;
     try {
-      token = await this._freshToken(this._rejectedToken !== undefined ? "expired" : "connect");
+      const refused = this._rejectedToken;
+      token = await this._freshToken(refused !== undefined ? "expired" : "connect", refused);
       if (serial !== this._socketSerial || !this._running) return;
       const lifetime = tokenLifetime(token);
       if (lifetime && lifetime.expMs <= this._clock.now()) {
@@ -708,8 +713,16 @@ export class Kuda {
     }
   }
 
-  /** getToken, one call shared by every waiter. */
-  _freshToken(reason) {
+  /**
+   * getToken, one call shared by every waiter. `refused`: the token the server just refused; a
+   * call already in flight for another reason (a REST call, a connection) may hand it back from a
+   * cache, and then getToken is asked once more, told the token expired.
+   */
+  _freshToken(reason, refused) {
+    const inflight = this._tokenPromise;
+    if (inflight && reason === "expired" && inflight.reason !== "expired" && refused !== undefined) {
+      return inflight.then((token) => (token === refused ? this._freshToken("expired") : token));
+    }
     if (!this._tokenPromise) {
       this._tokenPromise = Promise.resolve()
         .then(() => this._options.getToken({ reason }))
@@ -727,6 +740,7 @@ export class Kuda {
             throw err;
           },
         );
+      this._tokenPromise.reason = reason;
     }
     return this._tokenPromise;
   }

@@ -630,3 +630,62 @@ test("listeners never accumulate: environment, socket and registry are the same 
     if (s.onmessage) assert.equal(s.onmessage.name, "noop", "old sockets hold no client handler");
   }
 });
+
+test("a 4401 while a getToken call for a REST request is in flight: asked again as expired, not unauthorized", async () => {
+  const clock = new FakeClock();
+  let cached = fakeToken(clock, 900, { n: 0 });
+  const reasons = [];
+  let release;
+  const getToken = ({ reason }) => {
+    reasons.push(reason);
+    if (reason === "expired") {
+      cached = fakeToken(clock, 900, { n: reasons.length });
+      return Promise.resolve(cached);
+    }
+    if (reasons.length === 2) return new Promise((resolve) => (release = () => resolve(cached))); // slow cache read
+    return Promise.resolve(cached);
+  };
+  const ctx = fakeClient({ clock, getToken });
+  ctx.server.append("ride:1", 1);
+  const socket = await connected(ctx);
+  await clock.advance(15000);
+  ctx.kuda._token = undefined; // e.g. the token was forgotten: the REST call asks getToken
+  const rest = ctx.kuda.fetchEvents("ride:1");
+  await settle();
+  socket.serverClose(4401, "Token expired");
+  await clock.advance(0); // stable: the next attempt at once, waiting on the call in flight
+  assert.deepEqual(reasons, ["connect", "rest"]);
+  release();
+  await settle(10);
+  assert.notEqual(ctx.kuda.state, "closed");
+  assert.deepEqual(reasons, ["connect", "rest", "expired"]);
+  ctx.server.last.accept();
+  await settle();
+  assert.equal(ctx.kuda.state, "connected");
+  assert.deepEqual(ctx.server.last.protocols, ["kuda.v1", `kuda.bearer.${cached}`]);
+  assert.equal((await rest).items.length, 1);
+  ctx.kuda.close();
+});
+
+test("a laptop that slept past its token's expiry: the dead socket is dropped and the expired token never used", async () => {
+  const clock = new FakeClock();
+  let token = fakeToken(clock, 900);
+  const reasons = [];
+  const getToken = async ({ reason }) => {
+    reasons.push(reason);
+    if (reason === "expired" || reason === "refresh") token = fakeToken(clock, 900, { n: reasons.length });
+    return token; // a cache that hands back what it has unless told it expired
+  };
+  const ctx = fakeClient({ clock, getToken });
+  const first = await connected(ctx);
+  clock.jump(3 * 3600 * 1000); // asleep for 3 hours
+  await clock.advance(1000);
+  assert.ok(first.closedByClient, "the silent socket was dropped at the first tick");
+  await clock.advance(1000);
+  const next = ctx.server.last;
+  assert.notEqual(next, first);
+  assert.deepEqual(next.protocols, ["kuda.v1", `kuda.bearer.${token}`]);
+  assert.ok(JSON.parse(Buffer.from(token.split(".")[1], "base64url")).exp * 1000 > clock.now(), "a fresh token");
+  assert.deepEqual(reasons.slice(-2), ["connect", "expired"]);
+  ctx.kuda.close();
+});
