@@ -224,6 +224,13 @@ test("a session ended by logout closes the socket 4401 on every instance and end
   assert.deepEqual(watched.map((w) => w.states.length), states);
   for (const w of watched) assert.equal(w.states.filter((s) => s.state === "connected").length, 1, "one connection, never another");
   await assert.rejects(onA.request("GET", "/users/me"), (err) => err.status === 401);
+  // A client started later with the ended session's token: the handshake is refused 401, which
+  // Node's `ws` reports; getToken has nothing fresher: unauthorized after that one handshake.
+  const late = client(b.url, getToken);
+  const lateStates = recorder(late);
+  await assert.rejects(late.connect(), (err) => err.code === "unauthorized");
+  assert.ok(lateStates.some((s) => s.state === "disconnected" && s.status === 401), JSON.stringify(lateStates));
+  assert.equal(lateStates.filter((s) => s.state === "connecting").length, 2, "one handshake, then getToken once more");
 });
 
 test("after a logout, a getToken that tries to refresh (and is refused) ends in unauthorized too", async () => {
