@@ -481,7 +481,9 @@ export class Kuda {
     }
     const details = status === undefined ? { code, reason } : { code, reason: reason || `handshake refused: HTTP ${status}`, status };
     let delay;
-    if (code === 4401 || status === 401) {
+    // In ticket mode a handshake refused 401 is about the ticket (used, or too old), which a REST
+    // call made with the token just before: the next ticket request tells whether the token is.
+    if (code === 4401 || (status === 401 && this._options.auth !== "ticket")) {
       // Token expired or session ended: ask getToken once (shared) and come back at once. The
       // same token again means the app has nothing fresher: unauthorized (see _open).
       this._rejectedToken = this._socketToken;

@@ -510,6 +510,24 @@ test("a handshake refused 401 asks for a fresh token; the same token again is un
   await assert.rejects(done, (err) => err.code === "unauthorized");
 });
 
+test("ticket mode: a handshake refused 401 is about the ticket: a new ticket, the same token", async () => {
+  const clock = new FakeClock();
+  const token = fakeToken(clock);
+  let calls = 0;
+  const ctx = fakeClient({ clock, kuda: { auth: "ticket" }, getToken: async () => (calls += 1, token) });
+  ctx.kuda.connect().catch(() => {});
+  await settle();
+  ctx.server.last.refuse(401);
+  await ctx.clock.advance(1000);
+  assert.equal(ctx.server.sockets.length, 2, "not unauthorized: the token was good a moment ago");
+  assert.notEqual(ctx.server.sockets[1].url, ctx.server.sockets[0].url, "a new ticket");
+  assert.equal(calls, 2);
+  ctx.server.last.accept();
+  await settle();
+  assert.equal(ctx.kuda.state, "connected");
+  ctx.kuda.close();
+});
+
 test("getToken failures: network trouble and 5xx back off, anything else ends the session", async () => {
   for (const [error, fatal] of [
     [new TypeError("fetch failed"), false],
