@@ -50,6 +50,21 @@ _REVOKE = text(
     """
 )
 
+# Counter rows in one global order (by name): created where missing, then locked. Rows are
+# inserted in the SELECT's order and locked after ORDER BY, so two transactions that lock
+# overlapping sets always queue in the same order and never deadlock on them.
+_CREATE_COUNTERS = text(
+    """
+    INSERT INTO channel_seqs (channel)
+    SELECT name FROM unnest(CAST(:channels AS text[])) AS name ORDER BY name
+    ON CONFLICT (channel) DO NOTHING
+    """
+)
+_LOCK_COUNTERS = text(
+    "SELECT channel FROM channel_seqs WHERE channel = ANY(CAST(:channels AS text[])) "
+    "ORDER BY channel FOR UPDATE"
+)
+
 _STATE = text("SELECT seq, trimmed_seq, acl_version FROM channel_seqs WHERE channel = :channel")
 
 _STATES = text(
@@ -115,6 +130,21 @@ async def append(session: AsyncSession, channel: str, event: str, data: JSONObje
     stored = Event(channel=channel, event=event, data=data, at=row.created_at, seq=row.seq)
     track(session, row.id, stored, row.acl_version)
     return stored
+
+
+async def lock_channels(session: AsyncSession, channels: Sequence[str]) -> None:
+    """Lock the counters of `channels` now, in the one global order (by name).
+
+    `append` and `revoke` lock a channel's counter when they are called, so a transaction that
+    appends to several channels would otherwise lock them in call order, and two such
+    transactions (a ride cancelled while its passenger books the same driver's next ride) could
+    deadlock. A transaction that will append to more than one channel locks them all first with
+    this; the appends that follow only wait for nothing."""
+    names = sorted(set(channels))
+    if len(names) < 2:
+        return
+    await session.execute(_CREATE_COUNTERS, {"channels": names})
+    await session.execute(_LOCK_COUNTERS, {"channels": names})
 
 
 def publish_after_commit(session: AsyncSession, channel: str, event: str, data: JSONObject) -> None:

@@ -27,28 +27,48 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
-def sqlstate(exc: BaseException) -> str | None:
-    """The PostgreSQL error code behind a driver error, if any."""
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    for candidate in (orig, getattr(orig, "__cause__", None)):
-        code = getattr(candidate, "sqlstate", None)
-        if isinstance(code, str):
-            return code
-    return None
+# What asyncpg says when a connection is no longer usable without a SQLSTATE of its own: the
+# server's FATAL arrived but not yet the socket's close (the protocol waits for a ReadyForQuery
+# that never comes), or the socket is already gone.
+_BROKEN_MESSAGES = ("another operation is in progress", "connection is closed")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes (the driver wraps the server's error two or three deep)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(seen) < 8 and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def sqlstates(exc: BaseException) -> list[str]:
+    """The PostgreSQL error codes found along the exception's causes."""
+    codes = [getattr(e, "sqlstate", None) for e in _chain(exc)]
+    return [c for c in codes if isinstance(c, str)]
+
+
+def broken_connection(exc: BaseException) -> bool:
+    """The connection this failed on cannot be used again: the server closed or shut it down,
+    the network failed, or it did not answer in time (the pool must drop it)."""
+    for e in _chain(exc):
+        if isinstance(e, TimeoutError | OSError):  # OSError: refused, reset, unreachable
+            return True
+        if type(e).__name__ in ("InterfaceError", "InternalClientError") and any(
+            m in str(e) for m in _BROKEN_MESSAGES
+        ):
+            return True
+    return any(c[:2] == "08" or c in ("57P01", "57P02", "57P03") for c in sqlstates(exc))
 
 
 def transient(exc: BaseException) -> bool:
     """True for failures that a retry a little later is expected to cure."""
-    if isinstance(exc, PoolTimeout | TimeoutError | ConnectionError):
+    if isinstance(exc, PoolTimeout) or broken_connection(exc):
         return True
-    if isinstance(exc, OSError):  # refused, reset, unreachable while connecting
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        code = sqlstate(exc)
-        return code is not None and (code in _TRANSIENT_CODES or code[:2] in _TRANSIENT_CLASSES)
-    return False
+    return any(c in _TRANSIENT_CODES or c[:2] in _TRANSIENT_CLASSES for c in sqlstates(exc))
 
 
 def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:

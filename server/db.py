@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import ORMExecuteState, Session
 from starlette.requests import HTTPConnection
 
+from channels.faults import broken_connection, transient
 from server.config import Settings
 
 log = logging.getLogger("kuda.db")
@@ -59,7 +61,7 @@ def create_engine(settings: Settings, *, serving: bool = True) -> AsyncEngine:
         connect_args=connect_args,
     )
     event.listen(engine.sync_engine.pool, "checkout", _closed_on_checkout)
-    event.listen(engine.sync_engine, "handle_error", _timeouts_are_disconnects)
+    event.listen(engine.sync_engine, "handle_error", _broken_connections_are_disconnects)
     return engine
 
 
@@ -71,11 +73,12 @@ def _closed_on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise DisconnectionError("pooled connection was closed by the server")
 
 
-def _timeouts_are_disconnects(context: ExceptionContext) -> None:
-    """The server did not answer within the command timeout (stalled, or the network is gone):
-    that connection is in an unknown state, so it is dropped, and the pool with it, instead of
-    being handed to the next request."""
-    if isinstance(context.original_exception, TimeoutError | OSError):
+def _broken_connections_are_disconnects(context: ExceptionContext) -> None:
+    """A connection that did not answer within the command timeout (stalled server, network
+    gone), or that the server is closing (its FATAL arrived before the socket's close), is in no
+    state to be used again: it is dropped, and the pool with it, instead of being handed to the
+    next request (and the session's first statement is retried on a fresh one)."""
+    if broken_connection(context.original_exception):
         context.is_disconnect = True
 
 
@@ -124,17 +127,33 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+@asynccontextmanager
+async def open_session(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session that is closed (uncommitted work rolled back) on the way out. If the connection
+    died meanwhile the close cannot roll back, and need not (the server dropped the transaction
+    with the connection): that is logged, not raised, so a request whose answer is already on
+    its way (dependencies close after the response starts) is not turned into an error."""
+    session = maker()
+    try:
+        yield session
+    finally:
+        try:
+            await session.close()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("session closed on a lost connection (%s)", type(exc).__name__)
+
+
 async def session_dependency(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
     """A request's session. Services commit; whatever is left uncommitted is rolled back."""
-    maker: async_sessionmaker[AsyncSession] = conn.app.state.sessionmaker
-    async with maker() as session:
+    async with open_session(conn.app.state.sessionmaker) as session:
         yield session
 
 
 async def read_session_dependency(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
     """A read-only request's session: each statement runs on its own (autocommit)."""
-    maker: async_sessionmaker[AsyncSession] = conn.app.state.read_sessionmaker
-    async with maker() as session:
+    async with open_session(conn.app.state.read_sessionmaker) as session:
         yield session
 
 

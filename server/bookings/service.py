@@ -3,6 +3,8 @@
 Seat accounting is a conditional UPDATE (`seats_available >= n`) on the ride row, atomic in
 PostgreSQL whatever the number of instances, with a CHECK constraint as the last word; a
 pending booking holds no seats. Every change appends its events in the same transaction.
+Every path takes its locks in the one order of `server.rides.repository`: the ride row, then
+its bookings by id, then the channel counters (sorted).
 """
 
 from __future__ import annotations
@@ -63,12 +65,13 @@ async def request(
     """Create a booking (pending, or confirmed at once on an instant ride). Does not commit.
     `max_held` (> 0) bounds the seats the user holds in pending and confirmed bookings on
     rides that are not over, this one included."""
-    ride = await rides.load(session, ride_id)
+    ride = await rides.load(session, ride_id, lock=True)
     if ride.driver_id == user.id:
         raise Conflict("You cannot book your own ride")
     _check_bookable(ride, seats)
     if max_held > 0:
         await _check_held(session, user.id, seats, max_held)
+    await lock_channels(session, ride, [user.id, ride.driver_id])
     booking = Booking(ride_id=ride.id, passenger_id=user.id, seats=seats, status="pending")
     try:
         async with session.begin_nested():
@@ -176,11 +179,29 @@ async def _seats_changed(session: AsyncSession, cache: Cache, ride: Ride) -> Non
 
 
 async def _load_for_update(session: AsyncSession, booking_id: int) -> tuple[Booking, Ride]:
+    """The booking and its ride, both locked: the ride row first (a booking never moves to
+    another ride, so reading its ride id unlocked is safe), then the booking, then the channel
+    counters this change may append to."""
+    ride_id = await session.scalar(select(Booking.ride_id).where(Booking.id == booking_id))
+    if ride_id is None:
+        raise NotFound("Booking not found")
+    ride = await rides.load(session, ride_id, lock=True)
     booking = await session.get(Booking, booking_id, with_for_update=True)
     if booking is None:
         raise NotFound("Booking not found")
-    ride = await rides.load(session, booking.ride_id)
+    await lock_channels(session, ride, [booking.passenger_id, ride.driver_id], chat=True)
     return booking, ride
+
+
+async def lock_channels(
+    session: AsyncSession, ride: Ride, user_ids: list[int], *, chat: bool = False
+) -> None:
+    """Step 3 of the lock order: the counters of the ride's channels and of the users' channels
+    that a booking change appends to (events and notifications), sorted."""
+    names = [channel_names.ride(ride.id), *(channel_names.user(uid) for uid in user_ids)]
+    if chat:
+        names.append(channel_names.chat(ride.id))
+    await channels.lock_channels(session, names)
 
 
 async def confirm(
@@ -271,7 +292,10 @@ async def cancel_for_ride(session: AsyncSession, ride: Ride, driver: User) -> No
         .order_by(Booking.id)
         .with_for_update()
     )
-    for booking in list(active):
+    bookings = list(active)
+    users = [ride.driver_id, *(b.passenger_id for b in bookings)]
+    await lock_channels(session, ride, users, chat=True)
+    for booking in bookings:
         notify_ids = [booking.passenger_id] if booking.status == "pending" else []
         await _cancel(session, None, ride, booking, by=driver.id, notify_ids=notify_ids)
 

@@ -12,7 +12,7 @@ import channels
 from channels.types import iso
 from models import Ride, User
 from server import channel_names, snapshot
-from server.bookings.service import cancel_for_ride
+from server.bookings.service import cancel_for_ride, lock_channels
 from server.cache import Cache, profile_key, ride_key
 from server.config import Settings
 from server.db import commit, on_commit
@@ -150,6 +150,7 @@ async def update(
     await session.refresh(ride)
     view = ride_view(ride, user)
     passengers = await confirmed_passengers(session, ride.id)
+    await lock_channels(session, ride, passengers)
     await _ride_event(
         session, ride, view, "ride.updated", notify=passengers, notify_kind="ride.updated"
     )
