@@ -148,6 +148,8 @@ UNAVAILABLE_RETRY_AFTER_S = 1
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """The database is stopped, restarting, stalled or saturated: 503, retry shortly. Anything
     else from the driver is a bug (500)."""
+    if _unstorable(exc):
+        return await _data_error(request, exc)
     if not transient(exc):
         return await _unexpected(request, exc)
     log.warning("database unavailable on %s: %s: %s", request.url.path, type(exc).__name__,
@@ -170,6 +172,18 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _unstorable(exc: BaseException) -> bool:
+    """A value the driver could not send (text with lone surrogates, a date or number beyond
+    its range): the client's input, refused as PostgreSQL would refuse it."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, UnicodeEncodeError | OverflowError):
+            return True
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return False
+
+
 async def _data_error(request: Request, exc: Exception) -> JSONResponse:
     """A value PostgreSQL refused as data (out of range, not representable): the client's
     input, not a server fault. Validation should have caught it first; log to find where."""
@@ -182,6 +196,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(UnicodeEncodeError, _data_error)
+    app.add_exception_handler(OverflowError, _data_error)
     for kind in (DBAPIError, PoolTimeout, OSError):  # OSError: TimeoutError, refused connects
         app.add_exception_handler(kind, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -67,7 +67,7 @@ def encode_id_cursor(last_id: int) -> str:
 
 def decode_id_cursor(cursor: str) -> int:
     (value,) = decode_cursor(cursor, 1)
-    if not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 2**63 - 1:
         raise ValidationFailed(
             "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]
         )

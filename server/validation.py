@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import unicodedata
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 MAX_ID = 2**63 - 1  # PostgreSQL bigint
 
@@ -14,11 +15,46 @@ MAX_ID = 2**63 - 1  # PostgreSQL bigint
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
     return value
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
-"""A string without NUL (PostgreSQL text cannot store it)."""
+"""A string PostgreSQL can store: no NUL, no lone surrogate (`"\\ud800"` in JSON)."""
+
+# Instants are stored and compared in UTC. The calendar's edges with an offset
+# (9999-12-31T23:59:59-14:00) are valid ISO 8601 but have no UTC form in Python or asyncpg.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+MAX_ADVANCE = timedelta(days=365)
+"""How far ahead a ride may depart (docs/api.md)."""
+
+
+def instant(value: datetime) -> datetime:
+    """An aware datetime in [EARLIEST, LATEST), as UTC; ValueError otherwise."""
+    if value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset")
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError("is out of range") from exc
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
+    return utc
+
+
+def parse_instant(text: object) -> datetime:
+    """`instant` of an ISO 8601 string with an offset (cursors); ValueError otherwise."""
+    if not isinstance(text, str) or len(text) > 64:
+        raise ValueError("not an ISO 8601 instant")
+    return instant(datetime.fromisoformat(text))
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(instant)]
+"""An aware datetime PostgreSQL and Python can both hold in UTC (normalised to UTC)."""
 
 BodyId = Annotated[int, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -5,7 +5,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 
 from server import idempotency, snapshot
 from server.deps import (
@@ -23,7 +22,7 @@ from server.rides import service
 from server.rides.schemas import RideIn, RideKind, RideOut, RidePage, RidePatch, RideStatus
 from server.rides.views import ride_view
 from server.snapshot import SnapshotSessionDep
-from server.validation import PathId, Text
+from server.validation import Instant, PathId, Text
 
 router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
 mine_router = APIRouter(prefix="/api/v1/users/me", tags=["rides"])
@@ -60,8 +59,8 @@ async def search_rides(
     settings: SettingsDep,
     origin: Annotated[Text | None, Query(max_length=200)] = None,
     destination: Annotated[Text | None, Query(max_length=200)] = None,
-    departure_from: AwareDatetime | None = None,
-    departure_to: AwareDatetime | None = None,
+    departure_from: Instant | None = None,
+    departure_to: Instant | None = None,
     min_seats: Annotated[int | None, Query(ge=1, le=8)] = None,
     max_price: Annotated[float | None, Query(ge=0)] = None,
     min_driver_rating: Annotated[float | None, Query(ge=0, le=5)] = None,

@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.validation import Text
+from server.validation import MAX_ADVANCE, Instant, Text
 
 RideKind = Literal["ride", "taxi_share"]
 RideStatus = Literal["scheduled", "started", "completed", "cancelled"]
@@ -21,8 +21,11 @@ class Point(BaseModel):
 
 
 def _future(value: datetime | None) -> datetime | None:
-    if value is not None and value <= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if value is not None and value <= now:
         raise ValueError("must be in the future")
+    if value is not None and value > now + MAX_ADVANCE:
+        raise ValueError(f"must be within {MAX_ADVANCE.days} days from now")
     return value
 
 
@@ -43,7 +46,7 @@ class _RideFields(BaseModel):
 class RideIn(_RideFields):
     origin: Text = Field(min_length=1, max_length=200)
     destination: Text = Field(min_length=1, max_length=200)
-    departure_at: AwareDatetime
+    departure_at: Instant
     seats_total: int = Field(ge=1, le=8)
     price: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=2)
     currency: str = Field(default="RUB", pattern=r"^[A-Za-z]{3}$")
@@ -57,7 +60,7 @@ class RideIn(_RideFields):
 class RidePatch(_RideFields):
     origin: Text | None = Field(default=None, min_length=1, max_length=200)
     destination: Text | None = Field(default=None, min_length=1, max_length=200)
-    departure_at: AwareDatetime | None = None
+    departure_at: Instant | None = None
     seats_total: int | None = Field(default=None, ge=1, le=8)
     price: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=2)
     currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")

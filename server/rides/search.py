@@ -15,6 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from models import Ride, User
 from server.errors import ValidationFailed
 from server.pagination import decode_cursor, encode_cursor
+from server.validation import MAX_ID, parse_instant
 
 Sort = Literal["departure_at", "price", "driver_rating"]
 KM_PER_DEGREE = 111.045
@@ -130,11 +131,12 @@ def _after(q: RideQuery) -> ColumnElement[bool] | None:
     key = _sort_key(q.sort)
     try:
         if q.sort == "departure_at":
-            value = datetime.fromisoformat(value)
+            value = parse_instant(value)
         elif q.sort == "price":
-            value = Decimal(value)
+            value = _bounded(Decimal(value))
         else:
-            value = float(value)
+            value = _bounded(float(value))
+        _bounded(last_id)
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise ValidationFailed(
             "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]
@@ -142,6 +144,13 @@ def _after(q: RideQuery) -> ColumnElement[bool] | None:
     if q.sort == "driver_rating":  # descending rating, then ascending id
         return or_(key < value, and_(key == value, Ride.id > last_id))
     return or_(key > value, and_(key == value, Ride.id > last_id))
+
+
+def _bounded(value: Any) -> Any:
+    """A cursor number PostgreSQL can compare: finite, inside bigint/numeric range."""
+    if not math.isfinite(value) or abs(value) > MAX_ID:
+        raise ValueError("out of range")
+    return value
 
 
 def build(q: RideQuery, now: datetime) -> Select[tuple[Ride, User, Any]]:
@@ -217,7 +226,8 @@ async def driven_by(
     if cursor is not None:
         value, last_id = decode_cursor(cursor, 2)
         try:
-            after = datetime.fromisoformat(value)
+            after = parse_instant(value)
+            _bounded(last_id)
         except (TypeError, ValueError) as exc:
             raise ValidationFailed(
                 "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]

@@ -116,9 +116,9 @@ def parse_if_match(value: str | None) -> int | None:
         return None
     text = value.strip()
     text = text.removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 30:
         raise AppError('If-Match must be a ride version such as "3"')
-    return int(text)
+    return int(text)  # a version beyond any real one is simply stale (412)
 
 
 async def update(
