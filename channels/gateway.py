@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -25,6 +24,7 @@ from channels.connection import Connection, Limits
 from channels.faults import transient
 from channels.hub import Hub, OutFrame
 from channels.metrics import Metrics
+from channels.replay_cache import ReplayCache
 from channels.roster import Roster
 from channels.types import (
     Authenticate,
@@ -41,7 +41,6 @@ log = logging.getLogger("kuda.gateway")
 SUBPROTOCOL = "kuda.v1"
 BEARER_PREFIX = "kuda.bearer."
 MAX_SUBSCRIPTIONS = 256
-REPLAY_CACHE_RANGES = 64
 SOCKET_LIMIT_RETRY_S = 10
 
 PublishEphemeral = Callable[[str, str, JSONObject, int], Awaitable[None]]
@@ -54,6 +53,8 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     sockets_per_user: int = 0
     """Open sockets per user on every instance together (the roster counts them); 0 = off."""
+    replay_cache_bytes: int = 32 * 1024 * 1024
+    """Bytes of encoded replay ranges kept per instance (channels/replay_cache.py)."""
     ended_memory_s: float = 60.0
     """How long an ended session id is remembered, so a socket whose handshake was in flight
     when its session ended is closed as soon as it registers."""
@@ -102,7 +103,7 @@ class Gateway:
         self._background: set[asyncio.Future[None]] = set()
         self._open: dict[Connection, None] = {}  # insertion-ordered: oldest sockets first
         self.refusing = False  # draining: new handshakes get 503
-        self._replays: OrderedDict[tuple[str, int, int], list[OutFrame]] = OrderedDict()
+        self._replays = ReplayCache(config.replay_cache_bytes, metrics)
         self._by_session: dict[str, set[Connection]] = {}
         self._ended: dict[str, float] = {}  # session id -> forget after (loop time)
 
@@ -349,17 +350,13 @@ class Gateway:
         self, session: AsyncSession, channel: str, since: int, until: int
     ) -> list[OutFrame]:
         """Committed events never change, so a replay range is read and encoded once for the
-        many clients that resume together after a restart (a small LRU, keyed by range)."""
+        many clients that resume together after a restart (an LRU bounded in bytes)."""
         key = (channel, since, until)
         frames = self._replays.get(key)
         if frames is None:
             rows = await events.replay(session, channel, since, until)
             frames = [OutFrame(protocol.encode(row.event.to_frame())) for row in rows]
-            self._replays[key] = frames
-            while len(self._replays) > REPLAY_CACHE_RANGES:
-                self._replays.popitem(last=False)
-        else:
-            self._replays.move_to_end(key)
+            self._replays.put(key, frames)
         return frames
 
     async def _unsubscribe(self, conn: Connection, op: protocol.Unsubscribe) -> None:

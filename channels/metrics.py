@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -69,6 +69,21 @@ class Metrics:
         )
         self.replayed = Counter(
             "kuda_events_replayed", "Events replayed from PostgreSQL to sockets", registry=r
+        )
+        self.replay_cache_bytes = Gauge(
+            "kuda_replay_cache_bytes", "Bytes of encoded replay ranges cached", registry=r
+        )
+        self.replay_cache_ranges = Gauge(
+            "kuda_replay_cache_ranges", "Replay ranges cached", registry=r
+        )
+        self.replay_cache_hits = Counter(
+            "kuda_replay_cache_hits", "Subscribes served a cached replay range", registry=r
+        )
+        self.replay_cache_misses = Counter(
+            "kuda_replay_cache_misses", "Replay ranges read from PostgreSQL", registry=r
+        )
+        self.replay_cache_evictions = Counter(
+            "kuda_replay_cache_evictions", "Replay ranges evicted to stay in bytes", registry=r
         )
         self.gap_fills = Counter(
             "kuda_gap_fills", "Event gaps filled from PostgreSQL by the hub", registry=r

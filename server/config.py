@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     require_verified_drivers: bool = False
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=5, ge=0)
+    replay_cache_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=0, description="encoded replay ranges kept per instance"
+    )
     db_pool_timeout_s: float = Field(
         default=5.0, gt=0, description="longest wait for a pooled connection, then 503"
     )

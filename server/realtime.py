@@ -58,6 +58,7 @@ def node_config(settings: Settings) -> NodeConfig:
         allowed_origins=frozenset(settings.allowed_origins),
         limits=limits,
         sockets_per_user=settings.sockets_per_user,
+        replay_cache_bytes=settings.replay_cache_bytes,
     )
     return NodeConfig(
         gateway=gateway,
