@@ -98,7 +98,7 @@ class ChannelRegistry:
 
     def resolve(self, name: str) -> ResolvedChannel:
         for kind in self._kinds:
-            match = kind.pattern.match(name)
+            match = kind.pattern.fullmatch(name)  # not match(): `$` allows a trailing newline
             if match:
                 return ResolvedChannel(name, kind, match.groupdict())
         raise ChannelError(ErrorCode.BAD_REQUEST, f"Unknown channel {name[:200]!r}")
