@@ -4,6 +4,7 @@ a redis-server (tests/redis_server.py) and `kuda serve` instances, never the sha
 from __future__ import annotations
 
 import asyncio
+import atexit
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ async def pg_template() -> AsyncIterator[Path]:
         template = await asyncio.to_thread(server.snapshot)
     finally:
         await asyncio.to_thread(server.destroy)
+    # Removed at exit too: a session-scoped teardown does not run when the run is interrupted.
+    atexit.register(shutil.rmtree, template.parent, True)
     yield template
     shutil.rmtree(template.parent, ignore_errors=True)
 
