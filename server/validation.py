@@ -29,7 +29,7 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 # (9999-12-31T23:59:59-14:00) are valid ISO 8601 but have no UTC form in Python or asyncpg.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-MAX_ADVANCE = timedelta(days=3653)
+MAX_ADVANCE = timedelta(days=36525)
 """How far ahead a ride may depart (docs/api.md)."""
 
 
