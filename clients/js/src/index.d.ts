@@ -11,6 +11,8 @@ export interface StateInfo {
   code?: number;
   /** The close reason, or what the client saw ("no frame for 40 s", "unauthorized", ...). */
   reason?: string;
+  /** "disconnected" after a refused handshake: the HTTP status, where the runtime reports it (Node's `ws`, React Native). */
+  status?: number;
   /** "disconnected": how long until the next attempt. */
   delayMs?: number;
   /** "connecting": how many attempts failed in a row before this one. */

@@ -23,10 +23,10 @@ async function section7(): Promise<void> {
 async function more(kuda: Kuda): Promise<void> {
   kuda.on("state", (state, info) => {
     if (state === "closed" && info.reason === "unauthorized") return;
-    if (state === "disconnected") void info.delayMs?.toFixed();
+    if (state === "disconnected") void [info.delayMs?.toFixed(), info.status === 429];
     void info.code;
   });
-  kuda.on("unauthorized", (err: KudaError) => void err.code);
+  kuda.on("unauthorized", (err: KudaError) => void [err.code, err.cause]);
   const users: number[] = await kuda.presence("ride:17:chat");
   void users;
   const page = await kuda.fetchEvents<{ id: number }>("ride:17", { since: 3, limit: 10 });
