@@ -194,7 +194,11 @@ export declare class Kuda {
   readonly welcome: WelcomeFrame | undefined;
   on<K extends keyof KudaEvents>(event: K, listener: KudaEvents[K]): () => void;
   off<K extends keyof KudaEvents>(event: K, listener: KudaEvents[K]): void;
-  /** Resolves on `welcome` (after any number of retries); rejects on close() or unauthorized. */
+  /**
+   * Resolves with the `welcome` frame (after any number of retries), once the server answered the
+   * subscriptions made before it (at most 5 s after the welcome), so what the app does next has
+   * its events delivered; rejects on close() or unauthorized before a welcome.
+   */
   connect(): Promise<WelcomeFrame>;
   close(): void;
   subscribe<D = any>(channel: string, listener: (frame: ChannelFrame<D>) => void, options?: SubscribeOptions): Subscription;

@@ -89,6 +89,7 @@ export class Kuda {
     this._envCleanup = undefined;
     this._timers = new Set();
     this._holdUntil = 0;
+    this._releaseConnect = undefined;
   }
 
   // ---------------------------------------------------------------- public surface
@@ -451,22 +452,39 @@ export class Kuda {
     this._opRefillAt = now;
     this._planRefresh(this._socketToken, frame.expires_at);
     this._setState("connected", { connectionId: frame.connection_id });
+    const subscribing = [];
     for (const ch of [...this._channels.values()]) {
       if (ch.entries.size === 0) {
         this._clock.clearTimeout(ch.graceTimer);
         this._dropChannel(ch); // let go during the grace period: nothing to resubscribe
       } else if (!ch.terminal) {
-        void this._subscribeChannel(ch);
+        subscribing.push(this._subscribeChannel(ch));
       }
     }
     for (const [id, pending] of this._pending) {
       if (pending.retry) this._write({ ...pending.frame, id });
     }
     this._scheduleTick();
+    this._events.emit("welcome", frame);
+    // connect() resolves with the welcome once the server answered the subscriptions made before
+    // it (at most a few seconds later): an app that acts after `await connect()` (posts, books)
+    // gets the events of what it did, also on channels subscribed without `since`.
     const waiters = this._connectWaiters;
     this._connectWaiters = [];
-    for (const waiter of waiters) waiter.resolve(frame);
-    this._events.emit("welcome", frame);
+    if (waiters.length === 0) return;
+    let cap;
+    const release = () => {
+      if (this._releaseConnect === release) this._releaseConnect = undefined;
+      if (cap !== undefined) {
+        this._clock.clearTimeout(cap);
+        this._timers.delete(cap);
+      }
+      for (const waiter of waiters.splice(0)) waiter.resolve(frame);
+    };
+    if (subscribing.length === 0) return release();
+    this._releaseConnect = release; // also when this socket closes first (welcome did come)
+    cap = this._later(release, Math.min(5000, this._options.connectTimeoutMs));
+    Promise.all(subscribing.map((p) => p?.catch(noop))).then(release);
   }
 
   _onClose(code, reason, status) {
@@ -533,6 +551,7 @@ export class Kuda {
 
   /** Forget the socket; channels go back to pending; per-socket requests are dropped. */
   _detach(code, reason) {
+    this._releaseConnect?.();
     const ws = this._ws;
     this._ws = undefined;
     this._welcomed = false;
@@ -773,7 +792,7 @@ export class Kuda {
     const ws = this._ws;
     const frame = ch.subscribeFrame();
     const generation = ch.generation;
-    this._request(frame, { retry: false }).then(
+    return this._request(frame, { retry: false }).then(
       (reply) => {
         ch.retries = 0;
         if (ch.generation === generation) ch.onSubscribed(reply);

@@ -707,3 +707,33 @@ test("a laptop that slept past its token's expiry: the dead socket is dropped an
   assert.deepEqual(reasons.slice(-2), ["connect", "expired"]);
   ctx.kuda.close();
 });
+
+test("connect() resolves with the welcome once the subscriptions made before it are answered (at most 5 s)", async () => {
+  for (const answer of ["ack", "never", "close"]) {
+    const ctx = fakeClient();
+    ctx.server.onFrame = (socket, frame) => {
+      if (frame.op === "subscribe" && answer === "ack") {
+        ctx.clock.setTimeout(() => socket.push({ type: "subscribed", channel: frame.channel, seq: 0, recovered: true, id: frame.id }), 300);
+      }
+    };
+    ctx.kuda.subscribe("user:42", () => {});
+    let welcome;
+    const done = ctx.kuda.connect().then((w) => (welcome = w));
+    await settle();
+    ctx.server.last.accept();
+    await settle();
+    assert.equal(ctx.kuda.state, "connected");
+    assert.equal(welcome, undefined, `${answer}: not yet, the subscription is not live`);
+    if (answer === "ack") await ctx.clock.advance(300);
+    if (answer === "never") await ctx.clock.advance(5000);
+    if (answer === "close") ctx.kuda.close();
+    await done;
+    assert.equal(welcome.type, "welcome", answer);
+    ctx.kuda.close();
+    assert.equal(ctx.clock.timers.size, 0);
+  }
+  // Nothing subscribed: at once.
+  const ctx = fakeClient();
+  await connected(ctx);
+  ctx.kuda.close();
+});

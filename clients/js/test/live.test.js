@@ -174,6 +174,25 @@ test("the SDK imports from the repository root as ./clients/js/src/index.js", as
   assert.equal(out.trim(), "function function");
 });
 
+test("after `await connect()`, a channel subscribed without since gets the events of what the app does next", async () => {
+  const rides = await Promise.all(Array.from({ length: 10 }, async () => api.ride(await driverToken())));
+  const clientsOf = rides.map((ride, i) => {
+    const kuda = client(i % 2 ? a.url : b.url, driverToken);
+    const got = [];
+    kuda.subscribe(`ride:${ride.id}:chat`, (frame) => got.push(frame)); // no since: from now on
+    return { kuda, got, ride };
+  });
+  await Promise.all(clientsOf.map(async (c) => {
+    await c.kuda.connect();
+    await api.message(await driverToken(), c.ride.id, "right after connect");
+  }));
+  await waitFor(() => clientsOf.every((c) => seqsOf(c.got).length === 1), { what: "each client's message" });
+  for (const c of clientsOf) {
+    assert.deepEqual(seqsOf(c.got), [1]);
+    c.kuda.close();
+  }
+});
+
 /** Signs in and returns the token pair; `getToken` variants are built on it per test. */
 async function signIn(name) {
   const account = await api.user(name);
