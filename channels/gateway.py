@@ -331,30 +331,31 @@ class Gateway:
         if not resolved.durable:
             await self.registry.authorize(conn.user_id, resolved)
             return 0, 0, True
+        # Read the channel's state before the rule: a revocation the rule did not see has a
+        # newer acl_version, which the hub applies to this subscription. The session is closed
+        # before the rule runs (the rule opens its own): a subscribe never holds two pooled
+        # connections at once, so any number of concurrent subscribes cannot exhaust the pool.
         async with self._sessionmaker() as session:
-            # Read the channel's state before the rule: a revocation the rule did not see
-            # has a newer acl_version, which the hub applies to this subscription.
             state = await events.state(session, resolved.name)
-            await self.registry.authorize(conn.user_id, resolved)
-            if since is None:
-                return state.head, state.acl, True
-            if not events.is_recoverable(since, state):
-                return state.head, state.acl, False
-            frames = await self._replay_frames(session, resolved.name, since, state.head)
+        await self.registry.authorize(conn.user_id, resolved)
+        if since is None:
+            return state.head, state.acl, True
+        if not events.is_recoverable(since, state):
+            return state.head, state.acl, False
+        frames = await self._replay_frames(resolved.name, since, state.head)
         for frame in frames:
             conn.push(frame)
         self._metrics.replayed.inc(len(frames))
         return state.head, state.acl, True
 
-    async def _replay_frames(
-        self, session: AsyncSession, channel: str, since: int, until: int
-    ) -> list[OutFrame]:
+    async def _replay_frames(self, channel: str, since: int, until: int) -> list[OutFrame]:
         """Committed events never change, so a replay range is read and encoded once for the
         many clients that resume together after a restart (an LRU bounded in bytes)."""
         key = (channel, since, until)
         frames = self._replays.get(key)
         if frames is None:
-            rows = await events.replay(session, channel, since, until)
+            async with self._sessionmaker() as session:
+                rows = await events.replay(session, channel, since, until)
             frames = [OutFrame(protocol.encode(row.event.to_frame())) for row in rows]
             self._replays.put(key, frames)
         return frames

@@ -43,6 +43,9 @@ async def replay(
         if not resolved.durable:
             raise AppError(f"{channel} is live only: nothing to replay")
         state = await events.state(session, channel)
+        # The state is read before the rule (as a socket subscribe does); the connection goes
+        # back to the pool first, since the rule opens its own: a request never holds two.
+        await session.commit()
         await realtime.registry.authorize(user_id, resolved)
     except ChannelError as exc:
         raise channel_error(exc) from exc
