@@ -39,6 +39,8 @@ class Booking(CreatedAtMixin, Base):
         ),
         Index("ix_bookings_ride", "ride_id", "id"),
         Index("ix_bookings_passenger", "passenger_id", "id"),
+        # The day's statistics: an index-only scan (seats and status ride along).
+        Index("ix_bookings_created_at", "created_at", postgresql_include=["status", "seats"]),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

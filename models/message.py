@@ -14,6 +14,7 @@ class Message(CreatedAtMixin, Base):
     __table_args__ = (
         CheckConstraint("char_length(body) BETWEEN 1 AND 2000", name="body_length"),
         Index("ix_messages_ride", "ride_id", "id"),
+        Index("ix_messages_created_at", "created_at"),  # the day's statistics
         Index(
             "uq_messages_client_id",
             "ride_id",

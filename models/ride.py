@@ -48,6 +48,7 @@ class Ride(CreatedAtMixin, Base):
         ),
         Index("ix_rides_status_departure", "status", "departure_at", "id"),
         Index("ix_rides_driver", "driver_id", "departure_at"),
+        Index("ix_rides_created_at", "created_at"),  # the day's statistics
         Index("ix_rides_status_price", "status", text("COALESCE(price, 1000000000)"), "id"),
         Index("ix_rides_status_rating", "status", text("driver_rating DESC"), "id"),
         Index(

@@ -37,6 +37,7 @@ from server.realtime import create_realtime
 from server.reviews.router import router as reviews_router
 from server.rides.router import mine_router as my_rides_router
 from server.rides.router import router as rides_router
+from server.stats.router import router as stats_router
 from server.users.router import router as users_router
 
 log = logging.getLogger("kuda")
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reviews_router)
     app.include_router(notifications_router)
     app.include_router(admin_router)
+    app.include_router(stats_router)
     app.include_router(channels_router)
     app.router.add_websocket_route("/ws", _websocket)
     docs_ui.install(app)
