@@ -24,17 +24,22 @@ _COUNTS = text(
     """
 )
 
-# One group per route compared case-insensitively, spelt as the day's first ride on it spells
-# it. Ties: the lower-cased origin, then destination, in byte order (deterministic everywhere).
+# One group per route compared case-insensitively (hash-aggregated), spelt as the day's first
+# ride on it spells it (looked up for the ten kept only). Ties: the lower-cased origin, then
+# destination, in byte order (the same everywhere, whatever the database's collation).
 _ROUTES = text(
     """
-    SELECT (array_agg(origin ORDER BY id))[1], (array_agg(destination ORDER BY id))[1],
-           count(*) AS rides
-    FROM rides
-    WHERE created_at >= :start AND created_at < :end
-    GROUP BY lower(origin), lower(destination)
-    ORDER BY rides DESC, lower(origin) COLLATE "C", lower(destination) COLLATE "C"
-    LIMIT :limit
+    WITH routes AS (
+      SELECT lower(origin) AS o, lower(destination) AS d, count(*) AS rides, min(id) AS first
+      FROM rides
+      WHERE created_at >= :start AND created_at < :end
+      GROUP BY 1, 2
+      ORDER BY rides DESC, lower(origin) COLLATE "C", lower(destination) COLLATE "C"
+      LIMIT :limit
+    )
+    SELECT r.origin, r.destination, routes.rides
+    FROM routes JOIN rides r ON r.id = routes.first
+    ORDER BY routes.rides DESC, routes.o COLLATE "C", routes.d COLLATE "C"
     """
 )
 
