@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels import logctx
@@ -17,8 +17,6 @@ from server.config import Settings
 from server.db import read_session_dependency, session_dependency
 from server.errors import Forbidden, RateLimited, Unauthorized
 from server.ratelimit import WriteLimit
-
-_bearer = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/token")
 
 
 async def _settings(request: Request) -> Settings:
@@ -41,28 +39,59 @@ CacheDep = Annotated[Cache, Depends(_cache)]
 SessionDep = Annotated[AsyncSession, Depends(session_dependency)]
 ReadSessionDep = Annotated[AsyncSession, Depends(read_session_dependency)]
 AuthDep = Annotated[AuthService, Depends(_auth)]
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+_CLAIMS = "kuda.claims"
 
 
-async def _claims(request: Request, credentials: Credentials) -> TokenClaims:
+def _verified(request: Request) -> TokenClaims:
     """The verified access token of a session that has not ended: a signature check and a
-    dict lookup, no I/O (server/auth/sessions.py; docs/decisions.md D26)."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    dict lookup, no I/O (server/auth/sessions.py; docs/decisions.md D26). Verified once per
+    request, however many dependencies ask."""
+    scope = request.scope
+    claims: TokenClaims | None = scope.get(_CLAIMS)
+    if claims is not None:
+        return claims
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Missing bearer token")
     auth: AuthService = request.app.state.auth
     try:
-        claims = auth.codec.decode(credentials.credentials, "access")
+        claims = auth.codec.decode(token, "access")
     except InvalidToken as exc:
         raise Unauthorized(str(exc)) from exc
     auth.sessions.check(claims)
     logctx.bind(user_id=claims.user_id)  # the rest of the request's log lines name the user
+    scope[_CLAIMS] = claims
     return claims
 
 
+class _BearerClaims(HTTPBearer):
+    """The verified claims, as one dependency node that is also the OpenAPI security scheme:
+    FastAPI's per-request cost grows with the nodes of a route's dependency tree, so the
+    token is not a chain of header -> credentials -> claims -> id (docs/decisions.md D38)."""
+
+    async def __call__(self, request: Request) -> TokenClaims:  # type: ignore[override]
+        return _verified(request)
+
+
+class _BearerUserId(HTTPBearer):
+    """The caller's id from the verified claims, also in one node."""
+
+    async def __call__(self, request: Request) -> int:  # type: ignore[override]
+        return _verified(request).user_id
+
+
+_DESCRIPTION = "Access token from /api/v1/auth/token"
+# One scheme in the OpenAPI document, as before: both nodes document the same "HTTPBearer".
+_claims = _BearerClaims(scheme_name="HTTPBearer", description=_DESCRIPTION, auto_error=False)
+_user_id = _BearerUserId(scheme_name="HTTPBearer", description=_DESCRIPTION, auto_error=False)
+
+
 async def _current_user(
-    auth: AuthDep, session: SessionDep, claims: Annotated[TokenClaims, Depends(_claims)]
+    request: Request, session: SessionDep, claims: Annotated[TokenClaims, Depends(_claims)]
 ) -> User:
     """The account row, for the routes that need more than the caller's id."""
+    auth: AuthService = request.app.state.auth
     return await auth.account(session, claims)
 
 
@@ -84,10 +113,6 @@ async def _admin(user: Annotated[User, Depends(_current_user)]) -> User:
     if not user.is_admin:
         raise Forbidden("Administrators only")
     return user
-
-
-async def _user_id(claims: Annotated[TokenClaims, Depends(_claims)]) -> int:
-    return claims.user_id
 
 
 AccessClaims = Annotated[TokenClaims, Depends(_claims)]
