@@ -95,6 +95,15 @@ async def _current_user(
     return await auth.account(session, claims)
 
 
+async def _current_user_read(
+    request: Request, session: ReadSessionDep, claims: Annotated[TokenClaims, Depends(_claims)]
+) -> User:
+    """The account row read in an autocommit session (no BEGIN/ROLLBACK round trips), for
+    routes that only show it."""
+    auth: AuthService = request.app.state.auth
+    return await auth.account(session, claims)
+
+
 async def _write_limit(request: Request, claims: Annotated[TokenClaims, Depends(_claims)]) -> None:
     limit: WriteLimit = request.app.state.write_limit
     retry_after = await limit.hit(claims.user_id)
@@ -120,6 +129,8 @@ UserId = Annotated[int, Depends(_user_id)]
 """The caller's id from a valid access token, without loading the account (read endpoints)."""
 AdminUser = Annotated[User, Depends(_admin)]
 CurrentUser = Annotated[User, Depends(_current_user)]
+ReadCurrentUser = Annotated[User, Depends(_current_user_read)]
+"""The account, for read-only routes: not to be changed (its session does not commit)."""
 AuthRateLimit = Depends(_client_ip_limit)
 WriteRateLimit = Depends(_write_limit)
 """On every creating route: WRITE_RATE_PER_USER per user per minute (429 with Retry-After)."""

@@ -4,7 +4,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from server.deps import AuthDep, CacheDep, CurrentUser, ReadSessionDep, SessionDep, UserId
+from server.deps import (
+    AuthDep,
+    CacheDep,
+    CurrentUser,
+    ReadCurrentUser,
+    ReadSessionDep,
+    SessionDep,
+    UserId,
+)
 from server.users import deletion, service
 from server.users.schemas import AccountDeleteIn, Me, MePatch, PasswordChangeIn, PublicUser
 from server.validation import PathId
@@ -13,7 +21,7 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
 @router.get("/me", response_model=Me)
-async def get_me(user: CurrentUser) -> object:
+async def get_me(user: ReadCurrentUser) -> object:
     return user
 
 
