@@ -1,5 +1,6 @@
 """ORM models, one table per module. Importing this package registers every table."""
 
+from models.alert import Alert, AlertMatch
 from models.base import Base
 from models.booking import Booking
 from models.event import ChannelRevocation, ChannelSeq, Event
@@ -14,6 +15,8 @@ from models.session_revocation import SessionRevocation
 from models.user import User
 
 __all__ = [
+    "Alert",
+    "AlertMatch",
     "Base",
     "Booking",
     "ChannelRevocation",

@@ -16,6 +16,7 @@ from channels import Realtime
 from channels.brokers import RedisClient
 from server import channel_policy, docs_ui, health, logredact, monitoring, web
 from server.admin.router import router as admin_router
+from server.alerts.router import router as alerts_router
 from server.auth.passwords import Passwords
 from server.auth.router import router as auth_router
 from server.auth.service import AuthService
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat_router)
     app.include_router(reviews_router)
     app.include_router(notifications_router)
+    app.include_router(alerts_router)
     app.include_router(admin_router)
     app.include_router(stats_router)
     app.include_router(channels_router)

@@ -21,6 +21,7 @@ import channels
 from channels.types import iso
 from models import Booking, Ride, User
 from server import channel_names
+from server.alerts import matching as alert_matching
 from server.cache import Cache, ride_key
 from server.db import commit, on_commit
 from server.errors import Conflict, Forbidden, NotFound
@@ -179,9 +180,16 @@ async def _seats_changed(session: AsyncSession, cache: Cache, ride: Ride) -> Non
 
 
 async def _load_for_update(session: AsyncSession, booking_id: int) -> tuple[Booking, Ride]:
+    """The booking and its ride, both locked, then the channel counters this change may
+    append to."""
+    booking, ride = await _load_locked(session, booking_id)
+    await lock_channels(session, ride, [booking.passenger_id, ride.driver_id], chat=True)
+    return booking, ride
+
+
+async def _load_locked(session: AsyncSession, booking_id: int) -> tuple[Booking, Ride]:
     """The booking and its ride, both locked: the ride row first (a booking never moves to
-    another ride, so reading its ride id unlocked is safe), then the booking, then the channel
-    counters this change may append to."""
+    another ride, so reading its ride id unlocked is safe), then the booking."""
     ride_id = await session.scalar(select(Booking.ride_id).where(Booking.id == booking_id))
     if ride_id is None:
         raise NotFound("Booking not found")
@@ -189,7 +197,6 @@ async def _load_for_update(session: AsyncSession, booking_id: int) -> tuple[Book
     booking = await session.get(Booking, booking_id, with_for_update=True)
     if booking is None:
         raise NotFound("Booking not found")
-    await lock_channels(session, ride, [booking.passenger_id, ride.driver_id], chat=True)
     return booking, ride
 
 
@@ -242,15 +249,22 @@ async def reject(session: AsyncSession, user: User, booking_id: int) -> dict[str
 async def cancel(
     session: AsyncSession, cache: Cache, user: User, booking_id: int
 ) -> dict[str, Any]:
-    booking, ride = await _load_for_update(session, booking_id)
+    booking, ride = await _load_locked(session, booking_id)
     if user.id not in (booking.passenger_id, ride.driver_id):
         raise Forbidden("Only the passenger or the driver may cancel this booking")
     if booking.status not in ("pending", "confirmed"):
         raise Conflict(f"The booking is {booking.status}")
     if booking.status == "confirmed" and ride.status != "scheduled":
         raise Conflict(f"The ride is {ride.status}")
+    matches: list[alert_matching.Match] = []
+    if booking.status == "confirmed":  # seats back: the ride may now match alerts
+        await _free_seats(session, ride, booking.seats)
+        matches = await alert_matching.claim(session, ride.id)  # before the counters: D33
+    users = [booking.passenger_id, ride.driver_id, *alert_matching.owners(matches)]
+    await lock_channels(session, ride, users, chat=True)
     other = ride.driver_id if user.id == booking.passenger_id else booking.passenger_id
     await _cancel(session, cache, ride, booking, by=user.id, notify_ids=[other])
+    await alert_matching.notify(session, ride, matches)
     await commit(session)
     return booking_view(booking)
 
@@ -263,13 +277,14 @@ async def _cancel(
     by: int,
     notify_ids: list[int],
 ) -> None:
+    """Cancel the booking and append its events. A confirmed booking's seats must already be
+    back on the ride (`_free_seats`), so that alerts could be matched before the counters."""
     was_confirmed = booking.status == "confirmed"
     booking.status, booking.cancelled_by = "cancelled", by
     await session.flush()
     await session.refresh(booking)
     view = booking_view(booking)
     if was_confirmed:
-        await _free_seats(session, ride, booking.seats)
         await channels.append(
             session, channel_names.ride(ride.id), "booking.cancelled", _seats_view(booking, ride)
         )
@@ -297,6 +312,8 @@ async def cancel_for_ride(session: AsyncSession, ride: Ride, driver: User) -> No
     await lock_channels(session, ride, users, chat=True)
     for booking in bookings:
         notify_ids = [booking.passenger_id] if booking.status == "pending" else []
+        if booking.status == "confirmed":
+            await _free_seats(session, ride, booking.seats)
         await _cancel(session, None, ride, booking, by=driver.id, notify_ids=notify_ids)
 
 

@@ -12,6 +12,7 @@ import channels
 from channels.types import iso
 from models import Ride, User
 from server import channel_names, snapshot
+from server.alerts import matching as alert_matching
 from server.bookings.service import cancel_for_ride, lock_channels
 from server.cache import Cache, profile_key, ride_key
 from server.config import Settings
@@ -64,6 +65,7 @@ async def create(
     await session.flush()  # the INSERT's RETURNING loads the server defaults: no refresh
     view = ride_view(ride, driver)
     channels.publish_after_commit(session, channel_names.RIDES_BOARD, "ride.created", view)
+    await alert_matching.on_publish(session, ride)
     return view  # the caller commits (see server.idempotency)
 
 
@@ -150,10 +152,12 @@ async def update(
     await session.refresh(ride)
     view = ride_view(ride, user)
     passengers = await confirmed_passengers(session, ride.id)
-    await lock_channels(session, ride, passengers)
+    matches = await alert_matching.claim(session, ride.id)  # before the counters: D33
+    await lock_channels(session, ride, [*passengers, *alert_matching.owners(matches)])
     await _ride_event(
         session, ride, view, "ride.updated", notify=passengers, notify_kind="ride.updated"
     )
+    await alert_matching.notify(session, ride, matches)
     on_commit(session, lambda: cache.invalidate(ride_key(ride_id)))
     await commit(session)
     return view

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models import Booking, Ride, User
+from server.alerts import service as alerts
 from server.auth.service import AuthService
 from server.bookings import service as bookings
 from server.cache import Cache, profile_key
@@ -47,6 +48,7 @@ async def delete_account(
         user.password_hash = UNUSABLE_HASH
         user.is_verified = False
         user.deleted_at = datetime.now(UTC)
+        await alerts.remove_all(session, user_id)  # a deleted account hears of no ride
         await auth.end_all_sessions(session, user_id, "deleted")
         on_commit(session, lambda: cache.invalidate(profile_key(user_id)))
         await commit(session)

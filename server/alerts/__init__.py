@@ -1,0 +1,1 @@
+"""Ride alerts: saved searches and the `ride.matched` notifications they produce."""
