@@ -1,7 +1,7 @@
 """alerts: saved searches and the (alert, ride) pairs already notified
 
 Revision ID: 20261130_alerts_01
-Revises: 20261130_sessions_01
+Revises: 20261130_stats_01
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "20261130_alerts_01"
-down_revision: str | None = "20261130_sessions_01"
+down_revision: str | None = "20261130_stats_01"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
