@@ -35,6 +35,7 @@ from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.notifications.router import router as notifications_router
 from server.ratelimit import Counter, MemoryCounter, RedisCounter, WriteLimit
 from server.realtime import create_realtime
+from server.replica import ReadReplica, ReplicaCollector
 from server.reviews.router import router as reviews_router
 from server.rides.router import mine_router as my_rides_router
 from server.rides.router import router as rides_router
@@ -133,7 +134,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("Redis: %s", topology.describe())
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
-    app.state.read_sessionmaker = create_read_sessionmaker(engine)
+    pgbouncer = settings.database_pgbouncer
+    app.state.read_sessionmaker = create_read_sessionmaker(engine, pgbouncer=pgbouncer)
+    engines = {"primary": engine}
+    replica_maker = None
+    if settings.async_read_url is not None:
+        engines["replica"] = replica = create_engine(settings, url=settings.async_read_url)
+        replica_maker = create_read_sessionmaker(replica, pgbouncer=pgbouncer)
+        log.info("lag-tolerant reads (search, replay) on DATABASE_READ_URL")
+    app.state.reads = reads = ReadReplica(
+        app.state.read_sessionmaker, replica_maker, settings.db_replica_retry_s
+    )
     app.state.redis = redis
     app.state.auth = auth = _auth_service(
         settings, redis, app.state.sessionmaker, app.state.read_sessionmaker
@@ -148,7 +159,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.cache = cache = _cache(settings, redis)
     counts = (lambda: (cache.hits, cache.misses)) if isinstance(cache, RedisCache) else None
     registry = realtime.metrics.registry
-    registry.register(HttpCollector(app.state.http_tallies, {"primary": engine}, counts))
+    registry.register(HttpCollector(app.state.http_tallies, engines, counts))
+    registry.register(ReplicaCollector(reads))
     listener = (
         monitoring.MetricsListener(settings.metrics_port, registry)
         if settings.metrics_port is not None
@@ -171,7 +183,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await redis.aclose(close_connection_pool=True)
         elif redis is not None:
             await redis.aclose()
-        await engine.dispose()
+        for each in engines.values():
+            await each.dispose()
 
 
 def create_redis(settings: Settings) -> RedisClient | None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from channels import ChannelError, Realtime, events
 from server.deps import ReadSessionDep, UserId
 from server.errors import AppError
+from server.replica import ReadsDep
 
 router = APIRouter(tags=["realtime"])
 
@@ -33,10 +34,13 @@ async def replay(
     request: Request,
     user_id: UserId,
     session: ReadSessionDep,
+    reads: ReadsDep,
     since: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """The socket's replay over HTTP: events with seq > since, in order, `limit` at a time."""
+    """The socket's replay over HTTP: events with seq > since, in order, `limit` at a time.
+    Lag-safe on a read replica: never fewer events than the primary holds (docs/decisions.md
+    D39)."""
     realtime = _realtime(request)
     try:
         resolved = realtime.registry.resolve(channel)
@@ -51,11 +55,17 @@ async def replay(
         raise channel_error(exc) from exc
     recovered = state.trimmed <= since <= state.head
     start = max(since, state.trimmed)
-    rows = (
-        await events.replay(session, channel, start, state.head, limit)
-        if since <= state.head
-        else []
-    )
+    rows: list[events.StoredEvent] = []
+    if since < state.head:
+        # The head and the retention mark come from the primary (a socket may have been sent
+        # every event up to it); the events themselves from the read replica when it has them
+        # all. Seqs have no gaps above the retention mark, so a complete page holds exactly
+        # `expected` events; a replica behind the head serves fewer and is passed over.
+        expected = min(limit, state.head - start)
+        rows = await reads.run(
+            lambda s: events.replay(s, channel, start, state.head, limit),
+            accept=lambda page: len(page) == expected,
+        )
     last = rows[-1].event.seq if rows else None
     return {
         "items": [row.event.to_frame() for row in rows],

@@ -125,6 +125,19 @@ class Settings(BaseSettings):
     ride_start_late_s: int = Field(default=6 * 3600, ge=0)
     redis_max_connections: int = Field(default=64, ge=1)
     redis_socket_timeout_s: float = Field(default=2.0, gt=0)
+    # PostgreSQL at scale (docs/scaling.md, docs/decisions.md D39).
+    database_read_url: str | None = Field(
+        default=None,
+        description="a streaming replica for lag-tolerant reads (search, replay); unset = primary",
+    )
+    db_replica_retry_s: float = Field(
+        default=5.0, gt=0, description="after a replica failure, reads use the primary this long"
+    )
+    database_pgbouncer: bool = Field(
+        default=False,
+        description="the URLs go through PgBouncer in transaction mode: no prepared-statement "
+        "cache, unique statement names, every statement inside a transaction",
+    )
 
     @field_validator("jwt_accepted_secrets", mode="before")
     @classmethod
@@ -181,6 +194,11 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise ConfigError("DATABASE_URL is not set (embedded database not started)")
         return to_asyncpg_url(self.database_url)
+
+    @cached_property
+    def async_read_url(self) -> str | None:
+        """DATABASE_READ_URL with the asyncpg driver; None when reads share the primary."""
+        return to_asyncpg_url(self.database_read_url) if self.database_read_url else None
 
     def accepted_keys(self) -> list[str]:
         """`JWT_ACCEPTED_SECRETS`, each held to the same rules as `JWT_SECRET`."""

@@ -14,6 +14,7 @@ fails is answered 503 `unavailable` (server.errors).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,24 +37,37 @@ from server.config import Settings
 log = logging.getLogger("kuda.db")
 
 
-def create_engine(settings: Settings, *, serving: bool = True) -> AsyncEngine:
+def create_engine(
+    settings: Settings, *, serving: bool = True, url: str | None = None
+) -> AsyncEngine:
     """The app's engine. `serving=False` (admin tasks such as seeding) lifts the statement and
-    command timeouts, which are sized for requests, not for bulk work."""
-    server_settings = {
-        "application_name": "kuda",
-        # asyncpg prepares every statement; PostgreSQL's generic plans ignore the
-        # actual values, which picks poor plans for search (docs/decisions.md D15).
-        "plan_cache_mode": "force_custom_plan",
-    }
+    command timeouts, which are sized for requests, not for bulk work. `url`: another server
+    than the primary (the read replica, DATABASE_READ_URL), with the same settings."""
+    server_settings = {"application_name": "kuda"}
     connect_args: dict[str, Any] = {
         "timeout": settings.db_connect_timeout_s,
         "server_settings": server_settings,
     }
     if serving:
-        server_settings["statement_timeout"] = str(int(settings.db_statement_timeout_s * 1000))
         connect_args["command_timeout"] = settings.db_command_timeout_s
+    if settings.database_pgbouncer:
+        # PgBouncer in transaction mode (docs/decisions.md D39): a server connection is ours only
+        # inside a transaction, so no statement may outlive one. No statement cache (asyncpg's or
+        # SQLAlchemy's), a name of its own for each prepared statement (two clients' statement
+        # 1 would collide on one server connection), and no startup parameters besides
+        # application_name (PgBouncer refuses them): statement_timeout comes from the role
+        # (ALTER ROLE ... SET statement_timeout) or PgBouncer's connect_query (docs/scaling.md).
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _unique_statement_name
+    else:
+        # asyncpg prepares every statement; PostgreSQL's generic plans ignore the
+        # actual values, which picks poor plans for search (docs/decisions.md D15).
+        server_settings["plan_cache_mode"] = "force_custom_plan"
+        if serving:
+            server_settings["statement_timeout"] = str(int(settings.db_statement_timeout_s * 1000))
     engine = create_async_engine(
-        settings.async_database_url,
+        url or settings.async_database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
@@ -86,8 +100,21 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=RetryingSession)
 
 
-def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for read-only requests: autocommit, so no BEGIN/ROLLBACK round trips."""
+def _unique_statement_name() -> str:
+    return f"__kuda_{uuid.uuid4().hex}__"
+
+
+def create_read_sessionmaker(
+    engine: AsyncEngine, *, pgbouncer: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for read-only requests: autocommit, so no BEGIN/ROLLBACK round trips. Behind
+    PgBouncer (transaction mode) a statement outside a transaction may be prepared on one server
+    connection and executed on another: there each statement runs in a transaction of its own
+    instead, committed as soon as it returns (the same outcome, two more round trips)."""
+    if pgbouncer:
+        return async_sessionmaker(
+            engine, expire_on_commit=False, sync_session_class=StatementCommitSession
+        )
     return async_sessionmaker(
         engine.execution_options(isolation_level="AUTOCOMMIT"),
         expire_on_commit=False,
@@ -120,6 +147,22 @@ def _retry_first_statement(state: ORMExecuteState) -> Any:
 
 def _untouched(session: Session) -> bool:
     return not (session.in_transaction() or session.identity_map or session.new or session.deleted)
+
+
+class StatementCommitSession(RetryingSession):
+    """Autocommit made of transactions (for PgBouncer's transaction mode): every statement is
+    committed as soon as it has run, its rows kept in memory first."""
+
+
+@event.listens_for(StatementCommitSession, "do_orm_execute")
+def _commit_each_statement(state: ORMExecuteState) -> Any:
+    result = state.invoke_statement()
+    if not getattr(result, "returns_rows", True):  # DML without RETURNING: nothing to keep
+        state.session.commit()
+        return result
+    frozen = result.freeze()
+    state.session.commit()
+    return frozen()
 
 
 async def ping(engine: AsyncEngine) -> None:

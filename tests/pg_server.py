@@ -54,13 +54,13 @@ class PostgresServer:
     data folder from `snapshot()` to start from (an initialised and migrated cluster in a
     second instead of an initdb and a migration per test)."""
 
-    def __init__(self, template: Path | None = None) -> None:
+    def __init__(self, template: Path | None = None, port: int | None = None) -> None:
         self.bindir = _bindir()
         self.user = _run_user()
         self.template = template
         self.root = Path(tempfile.mkdtemp(prefix="kuda-pg-"))
         self.pgdata = self.root / "data"
-        self.port = free_port()
+        self.port = port or free_port()
         self.admin_url = self.url("postgres")
 
     def url(self, database: str) -> str:
@@ -93,6 +93,21 @@ class PostgresServer:
             self._cmd("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
                       "--no-sync", "-E", "UTF8", "--locale=C")  # fmt: skip
         return self
+
+    def replica(self, port: int | None = None) -> PostgresServer:
+        """A streaming replica of this (running) server: `pg_basebackup -R` into a new cluster,
+        not started yet (call `start()`; it answers read-only queries, hot standby)."""
+        standby = PostgresServer(port=port)
+        standby.root.chmod(0o755)
+        standby._chown(standby.root)
+        standby._cmd("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                     "-D", str(standby.pgdata), "-R", "-X", "stream", "--no-sync")  # fmt: skip
+        return standby
+
+    def sql(self, statement: str) -> str:
+        """Run one statement with psql as the superuser (database `postgres`); its output."""
+        return self._cmd("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                         "-At", "-c", statement).stdout.strip()  # fmt: skip
 
     def snapshot(self) -> Path:
         """Stop the server and copy its data folder (a template for later servers)."""

@@ -17,10 +17,11 @@ KUDA = [sys.executable, "-m", "server"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    """A free port below Linux's ephemeral range, so a restarted server can bind it again."""
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free port below Linux's ephemeral range, so a restarted server can bind it again
+    (`low`..`high`: a range of its own)."""
     for _ in range(200):
-        port = random.randint(20000, 32000)
+        port = random.randint(low, high)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))

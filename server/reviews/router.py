@@ -12,11 +12,11 @@ from server.deps import (
     CacheDep,
     CurrentUser,
     IdempotencyKey,
-    ReadSessionDep,
     SessionDep,
     UserId,
     WriteRateLimit,
 )
+from server.replica import ReadsDep
 from server.reviews import service
 from server.reviews.schemas import ReviewIn, ReviewOut, ReviewPage
 from server.reviews.service import review_view
@@ -57,9 +57,10 @@ async def review(
 async def user_reviews(
     user_id: PathId,
     _: UserId,
-    session: ReadSessionDep,
+    reads: ReadsDep,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
-    page = await service.for_user(session, user_id, cursor, limit)
+    """Served by the read replica when there is one (a review may show a moment late)."""
+    page = await reads.run(lambda session: service.for_user(session, user_id, cursor, limit))
     return {"items": [review_view(r) for r in page.items], "next_cursor": page.next_cursor}

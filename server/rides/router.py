@@ -5,8 +5,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import idempotency, snapshot
+from server.config import Settings
 from server.deps import (
     CacheDep,
     CurrentUser,
@@ -17,6 +19,7 @@ from server.deps import (
     UserId,
     WriteRateLimit,
 )
+from server.replica import ReadsDep
 from server.rides import search as ride_search
 from server.rides import service
 from server.rides.schemas import RideIn, RideKind, RideOut, RidePage, RidePatch, RideStatus
@@ -55,7 +58,7 @@ async def create_ride(
 @router.get("", response_model=RidePage, response_model_exclude_unset=True)
 async def search_rides(
     _: UserId,
-    session: ReadSessionDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     origin: Annotated[Text | None, Query(max_length=200)] = None,
     destination: Annotated[Text | None, Query(max_length=200)] = None,
@@ -74,7 +77,8 @@ async def search_rides(
     destination_near: Annotated[str | None, Query(description="lat,lng")] = None,
     destination_radius_km: Annotated[float, Query(gt=0, le=200)] = 5.0,
 ) -> Response:
-    """Scheduled rides departing in the future by default (the caller's own included)."""
+    """Scheduled rides departing in the future by default (the caller's own included). Served
+    by the read replica when there is one (DATABASE_READ_URL): it may be a moment behind."""
     q = ride_search.RideQuery(
         origin=origin,
         destination=destination,
@@ -93,6 +97,14 @@ async def search_rides(
             destination_near, destination_radius_km, "destination_near"
         ),
     )
+    page = await reads.run(lambda session: _search_page(session, q, settings))
+    # The views are built to the documented schema already: skip re-validating them.
+    return Response(orjson.dumps(page), media_type="application/json")
+
+
+async def _search_page(
+    session: AsyncSession, q: ride_search.RideQuery, settings: Settings
+) -> dict[str, Any]:
     rows, next_cursor = await ride_search.search(session, q)
     page: dict[str, Any] = {"items": [ride_view(r, d) for r, d in rows], "next_cursor": next_cursor}
     if not rows:
@@ -101,8 +113,7 @@ async def search_rides(
             "taxi_services": [t.model_dump() for t in settings.taxi_services],
             "taxi_groups": [ride_view(r, d) for r, d in groups],
         }
-    # The views are built to the documented schema already: skip re-validating them.
-    return Response(orjson.dumps(page), media_type="application/json")
+    return page
 
 
 @router.get("/{ride_id}", response_model=RideOut)
