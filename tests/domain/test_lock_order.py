@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,32 +16,11 @@ import pytest
 
 from tests.faults.kuda import departure
 from tests.helpers import Account, signup
-from tests.procs import Server, kuda_env
-from tests.services import JWT_SECRET
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 12
 PASSENGERS = 5
-
-
-@pytest.fixture
-async def instances(db: str, tmp_path: Path) -> AsyncIterator[list[httpx.AsyncClient]]:
-    env = kuda_env(DATABASE_URL=db, JWT_SECRET=JWT_SECRET, PASSWORD_HASH_TIME_COST="1",
-                   PASSWORD_HASH_MEMORY_KIB="1024", DB_POOL_SIZE="8")  # fmt: skip
-    servers = [Server(env, tmp_path / f"{name}.log") for name in ("a", "b")]
-    try:
-        for server in servers:
-            await asyncio.to_thread(server.wait_ready)
-        clients = [httpx.AsyncClient(base_url=s.base_url, timeout=60) for s in servers]
-        yield clients
-        for c in clients:
-            await c.aclose()
-    finally:
-        for server in servers:
-            server.stop()
-    for server in servers:
-        assert "Traceback" not in server.log(), server.log()
 
 
 async def _ride(http: httpx.AsyncClient, driver: Account) -> int:
