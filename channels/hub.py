@@ -146,6 +146,7 @@ class Hub:
         self._coalesce = coalesce
         self._dirty: list[_Channel] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._watchers: dict[str, Callable[[], None]] = {}
 
     # Subscriptions -----------------------------------------------------------------------
 
@@ -215,6 +216,8 @@ class Hub:
             ch.live[sub] = sub.subscriber.push
         else:
             ch.catching.add(sub)
+        if (watcher := self._watchers.get(sub.channel)) is not None:
+            watcher()
         return True
 
     def detach(self, sub: Subscription) -> None:
@@ -244,6 +247,32 @@ class Hub:
 
     def subscribed(self, channel: str) -> bool:
         return channel in self._channels
+
+    # Local delivery (no broker) -------------------------------------------------------------
+
+    def watch(self, channel: str, on_activated: Callable[[], None] | None) -> None:
+        """Call `on_activated` (synchronously) each time a subscription to `channel` on this
+        instance goes live (after its `subscribed` ack); None stops watching."""
+        if on_activated is None:
+            self._watchers.pop(channel, None)
+        else:
+            self._watchers[channel] = on_activated
+
+    def local_subscriptions(self, channel: str) -> list[Subscription]:
+        """This instance's live subscriptions to `channel` (none of another instance)."""
+        ch = self._channels.get(channel)
+        return [*ch.live, *ch.catching] if ch is not None else []
+
+    def push_local(self, subscriptions: list[Subscription], frame: OutFrame) -> None:
+        """Write one frame to these subscriptions of this instance only (no broker): for
+        state that every instance computes for its own subscribers."""
+        for sub in subscriptions:
+            if not sub.dropped:
+                ch = self._channels.get(sub.channel)
+                if ch is not None:
+                    self._flush_channel(ch)  # after what the broker delivered before it
+                sub.subscriber.push(frame)
+                self._tallies.delivered += 1
 
     @property
     def channel_count(self) -> int:

@@ -39,6 +39,7 @@ from server.replica import ReadReplica, ReplicaCollector
 from server.reviews.router import router as reviews_router
 from server.rides.router import mine_router as my_rides_router
 from server.rides.router import router as rides_router
+from server.stats.feed import create_feed as create_stats_feed
 from server.stats.router import router as stats_router
 from server.users.router import router as users_router
 
@@ -167,6 +168,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         else None
     )
     await realtime.start()
+    app.state.stats_feed = stats_feed = create_stats_feed(realtime, app.state.read_sessionmaker)
+    await stats_feed.start()
     await auth.sessions.start()
     app.state.drain = drain = Drain(settings.drain_s, realtime.gateway, settings.drain_min_rate)
     if drain.install():
@@ -178,6 +181,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await auth.sessions.stop()
         if listener is not None:
             listener.stop()
+        await stats_feed.stop()
         await realtime.stop()
         if isinstance(redis, Redis):  # built on an explicit (blocking) pool: close it too
             await redis.aclose(close_connection_pool=True)

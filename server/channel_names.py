@@ -15,3 +15,7 @@ def ride(ride_id: int) -> str:
 
 def chat(ride_id: int) -> str:
     return f"ride:{ride_id}:chat"
+
+
+STATS = "stats"
+"""Live statistics for administrators (server/stats/feed.py)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels import Access, ChannelError, ChannelRegistry, ErrorCode, ResolvedChannel
 from channels.authz import Params
-from models import Ride
+from models import Ride, User
+from server import channel_names
 from server.chat import service as chat
 from server.errors import AppError
 from server.ratelimit import WriteLimit
@@ -73,4 +75,11 @@ def register(
 
     registry.register("ride:{id}", ride_rule)
     registry.register("ride:{id}:chat", chat_rule, on_send=on_send, typing=True, presence=True)
+
+    async def admins(user_id: int, params: Params) -> Access:
+        async with read_sessionmaker() as session:
+            is_admin = await session.scalar(select(User.is_admin).where(User.id == user_id))
+        return Access.ALLOW if is_admin else Access.FORBIDDEN
+
     registry.register("rides", anyone, durable=False)
+    registry.register(channel_names.STATS, admins, durable=False)  # server/stats/feed.py
