@@ -93,19 +93,22 @@ _REVOKED_SINCE = text(
     """
 )
 
-_TRIM = text(
+# Retention (`trim`): a batch of the oldest events past the window, their channels' counters
+# locked in the global order (as appends lock them), the rows deleted and each channel's
+# `trimmed_seq` raised, in one transaction, so `since` below it is never answered as recovered.
+_TRIM_PICK = text(
     """
-    WITH d AS (
-        DELETE FROM events WHERE id IN (
-            SELECT id FROM events WHERE created_at < now() - make_interval(secs => :keep_s)
-            ORDER BY id LIMIT :batch
-        ) RETURNING channel, seq
-    ), m AS (SELECT channel, max(seq) AS max_seq, count(*) AS n FROM d GROUP BY channel),
-    u AS (
-        UPDATE channel_seqs c SET trimmed_seq = GREATEST(c.trimmed_seq, m.max_seq)
-        FROM m WHERE c.channel = m.channel
-    )
-    SELECT COALESCE(sum(n), 0) FROM m
+    SELECT id, channel, seq FROM events
+    WHERE created_at < now() - make_interval(secs => :keep_s)
+    ORDER BY id LIMIT :batch
+    """
+)
+_TRIM_DELETE = text("DELETE FROM events WHERE id = ANY(CAST(:ids AS bigint[]))")
+_TRIM_MARK = text(
+    """
+    UPDATE channel_seqs c SET trimmed_seq = GREATEST(c.trimmed_seq, m.seq)
+    FROM unnest(CAST(:channels AS text[]), CAST(:seqs AS bigint[])) AS m(channel, seq)
+    WHERE c.channel = m.channel
     """
 )
 
@@ -201,10 +204,22 @@ async def revoked_since(session: AsyncSession, channel: str, after: int, user_id
     return bool((await session.execute(_REVOKED_SINCE, params)).scalar_one())
 
 
-async def trim(session: AsyncSession, keep_s: float, batch: int = 5000) -> int:
-    """Delete events older than the retention window (one batch); returns how many."""
-    result = await session.execute(_TRIM, {"keep_s": keep_s, "batch": batch})
-    return int(result.scalar_one())
+async def trim(session: AsyncSession, keep_s: float, batch: int = 1000) -> int:
+    """Delete the oldest events past the retention window (one batch) in the caller's
+    transaction; returns how many. Their counters are locked sorted by name first, the order
+    appends use, so a trim never deadlocks with an append to several channels; commit soon
+    (appends to those channels wait until then)."""
+    rows = (await session.execute(_TRIM_PICK, {"keep_s": keep_s, "batch": batch})).all()
+    if not rows:
+        return 0
+    top: dict[str, int] = {}
+    for r in rows:
+        top[r.channel] = max(top.get(r.channel, 0), int(r.seq))
+    names = sorted(top)
+    await session.execute(_LOCK_COUNTERS, {"channels": names})
+    await session.execute(_TRIM_DELETE, {"ids": [r.id for r in rows]})
+    await session.execute(_TRIM_MARK, {"channels": names, "seqs": [top[n] for n in names]})
+    return len(rows)
 
 
 def is_recoverable(since: int, state: ChannelState, max_behind: int = MAX_REPLAY) -> bool:

@@ -32,6 +32,7 @@ _UNPUBLISHED = text(
     """
 )
 _TRIM_LOCK = text("SELECT pg_try_advisory_xact_lock(7261001)")
+TRIM_BATCH = 1000
 
 
 class Relay:
@@ -107,14 +108,18 @@ class Relay:
         return len(rows)
 
     async def trim_once(self) -> int:
-        """Delete events past retention (one instance at a time); returns how many."""
+        """Delete events past retention, a batch per transaction (each batch holds its
+        channels' counters only briefly), one instance at a time; returns how many."""
         self._last_trim = time.monotonic()
         total = 0
-        async with self._sessionmaker() as session, session.begin():
-            if not (await session.execute(_TRIM_LOCK)).scalar_one():
-                return 0
-            while (n := await events.trim(session, self._retention_s)) > 0:
-                total += n
+        while True:
+            async with self._sessionmaker() as session, session.begin():
+                if not (await session.execute(_TRIM_LOCK)).scalar_one():
+                    break
+                n = await events.trim(session, self._retention_s, TRIM_BATCH)
+            total += n
+            if n < TRIM_BATCH:
+                break
         if total:
             log.info("trimmed %d events past retention", total)
         return total

@@ -15,6 +15,8 @@ class Notification(CreatedAtMixin, Base):
     __table_args__ = (
         Index("ix_notifications_user", "user_id", "id"),
         Index("ix_notifications_unread", "user_id", "id", postgresql_where=text("read_at IS NULL")),
+        # housekeeping (server/jobs): read notifications past NOTIFICATION_RETENTION_S
+        Index("ix_notifications_read_at", "read_at", postgresql_where=text("read_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -17,7 +17,10 @@ class RefreshToken(CreatedAtMixin, Base):
     """
 
     __tablename__ = "refresh_tokens"
-    __table_args__ = (Index("ix_refresh_tokens_family", "family_id"),)
+    __table_args__ = (
+        Index("ix_refresh_tokens_family", "family_id"),
+        Index("ix_refresh_tokens_expires_at", "expires_at"),  # housekeeping (server/jobs)
+    )
 
     jti: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     family_id: Mapped[uuid.UUID] = mapped_column(Uuid)

@@ -31,6 +31,7 @@ from server.db import create_engine, create_read_sessionmaker, create_sessionmak
 from server.drain import Drain
 from server.errors import install_error_handlers
 from server.http_metrics import HttpCollector, HttpTallies
+from server.jobs import create_runner
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.notifications.router import router as notifications_router
 from server.ratelimit import Counter, MemoryCounter, RedisCounter, WriteLimit
@@ -174,9 +175,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.drain = drain = Drain(settings.drain_s, realtime.gateway, settings.drain_min_rate)
     if drain.install():
         log.info("SIGTERM drains: sockets closed with 1012 over %.0f s", settings.drain_s)
+    jobs = create_runner(
+        settings, app.state.sessionmaker, cache, registry, paused=lambda: drain.draining
+    )
+    if settings.jobs_enabled:
+        jobs.start()
     try:
         yield
     finally:
+        await jobs.stop()
         await drain.stop()
         await auth.sessions.stop()
         if listener is not None:

@@ -138,6 +138,29 @@ class Settings(BaseSettings):
         description="the URLs go through PgBouncer in transaction mode: no prepared-statement "
         "cache, unique statement names, every statement inside a transaction",
     )
+    # Background jobs: reminders, auto-completion, housekeeping (server/jobs/; docs/decisions.md
+    # D35). Every instance runs them; the work is claimed in PostgreSQL, so each piece is done once.
+    jobs_enabled: bool = Field(
+        default=True, description="run the background jobs in this instance (false: never)"
+    )
+    jobs_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="how often each instance looks for due work"
+    )
+    jobs_batch: int = Field(
+        default=100, ge=1, le=10000, description="rides or rows claimed per job transaction"
+    )
+    jobs_housekeeping_s: float = Field(
+        default=60.0, gt=0, description="how often each instance runs the housekeeping jobs"
+    )
+    reminder_lead_s: int = Field(
+        default=3600, ge=0, description="`ride.reminder` this long before departure (0: never)"
+    )
+    ride_autocomplete_s: int = Field(
+        default=21600, ge=0, description="complete rides still open this long after departure"
+    )
+    notification_retention_s: int = Field(
+        default=0, ge=0, description="read notifications older than this are deleted (0: kept)"
+    )
 
     @field_validator("jwt_accepted_secrets", mode="before")
     @classmethod

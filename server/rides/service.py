@@ -207,7 +207,7 @@ async def transition(
     action: Action,
     window: StartWindow | None = None,
 ) -> dict[str, Any]:
-    source, target, event = TRANSITIONS[action]
+    source = TRANSITIONS[action][0]
     ride = await load(session, ride_id, lock=True)
     if ride.driver_id != user.id:
         raise Forbidden("Only the driver may change this ride's status")
@@ -215,17 +215,30 @@ async def transition(
         raise Conflict(f"Cannot {action} a {ride.status} ride")
     if action == "start" and window is not None:
         window.check(ride)
+    view = await apply_transition(session, cache, ride, user, action)
+    await commit(session)
+    return view
+
+
+async def apply_transition(
+    session: AsyncSession, cache: Cache, ride: Ride, driver: User, action: Action
+) -> dict[str, Any]:
+    """Move the ride (its row locked by the caller: step 1 of the lock order) to the action's
+    target status with its events, notifications and cache invalidation; does not commit
+    (through `server.db.commit`). Who may, and from which status, is the caller's to check:
+    the driver's routes above, or auto-completion (server/jobs/autocomplete.py)."""
+    _, target, event = TRANSITIONS[action]
     passengers = await confirmed_passengers(session, ride.id) if action == "cancel" else []
     ride.status = target
     ride.version += 1
     if action == "cancel":
-        await cancel_for_ride(session, ride, user)
+        await cancel_for_ride(session, ride, driver)
     await session.flush()
     await session.refresh(ride)
-    view = ride_view(ride, user)
+    view = ride_view(ride, driver)
     await _ride_event(session, ride, view, event, notify=passengers, notify_kind="ride.cancelled")
+    ride_id = ride.id
     on_commit(session, lambda: cache.invalidate(ride_key(ride_id)))
-    await commit(session)
     return view
 
 
