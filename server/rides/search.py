@@ -6,9 +6,21 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -76,50 +88,113 @@ def _sort_key(sort: Sort) -> ColumnElement[Any]:
     return Ride.departure_at  # type: ignore[return-value]
 
 
-def _near(lat_col: Any, lng_col: Any, near: Near) -> ColumnElement[bool]:
+# The statement is built once per shape (which filters are present, the sort, whether there is
+# a cursor) with bound parameters, and reused: building a SELECT and its cache key cost about
+# as much CPU as decoding the page's rows (docs/decisions.md D38).
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    origin: bool
+    destination: bool
+    departure_from: bool
+    departure_to: bool
+    min_seats: bool
+    max_price: bool
+    min_driver_rating: bool
+    kind: bool
+    origin_near: bool
+    destination_near: bool
+    sort: Sort
+    after: bool
+
+
+def _p(name: str, type_: Any = None) -> Any:
+    return bindparam(name, type_=type_)
+
+
+def _like(column: Any, name: str) -> ColumnElement[bool]:
+    return func.lower(column).like(_p(name, String()), escape="/")
+
+
+def _pattern(text: str) -> str:
+    """`%text%` for LIKE ... ESCAPE '/', lower-cased (what `contains(autoescape=True)` does)."""
+    escaped = text.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
+def _near(lat_col: Any, lng_col: Any, p: str) -> ColumnElement[bool]:
     """Bounding box (served by the (lat, lng) btree index), then the exact great-circle test."""
-    dlat = near.radius_km / KM_PER_DEGREE
-    dlng = near.radius_km / (KM_PER_DEGREE * max(math.cos(math.radians(near.lat)), 0.01))
-    rlat, rlng = math.radians(near.lat), math.radians(near.lng)
-    hav = func.power(func.sin((func.radians(lat_col) - rlat) / 2), 2) + math.cos(rlat) * func.cos(
-        func.radians(lat_col)
-    ) * func.power(func.sin((func.radians(lng_col) - rlng) / 2), 2)
+    rlat, rlng, cos_rlat = (
+        _p(f"{p}_rlat", Float()),
+        _p(f"{p}_rlng", Float()),
+        _p(f"{p}_cos", Float()),
+    )
+    dlat = func.sin((func.radians(lat_col) - rlat) / 2)
+    dlng = func.sin((func.radians(lng_col) - rlng) / 2)
+    hav = func.power(dlat, 2) + cos_rlat * func.cos(func.radians(lat_col)) * func.power(dlng, 2)
     return and_(
-        lat_col.between(near.lat - dlat, near.lat + dlat),
-        lng_col.between(near.lng - dlng, near.lng + dlng),
-        2 * EARTH_RADIUS_KM * func.asin(func.sqrt(func.least(hav, 1.0))) <= near.radius_km,
+        lat_col.between(_p(f"{p}_lat_lo"), _p(f"{p}_lat_hi")),
+        lng_col.between(_p(f"{p}_lng_lo"), _p(f"{p}_lng_hi")),
+        2 * EARTH_RADIUS_KM * func.asin(func.sqrt(func.least(hav, 1.0))) <= _p(f"{p}_km", Float()),
     )
 
 
-def _filters(q: RideQuery, now: datetime) -> list[ColumnElement[bool]]:
-    conds: list[ColumnElement[bool]] = [Ride.status == q.status]
-    if q.origin:
-        conds.append(func.lower(Ride.origin).contains(q.origin.lower(), autoescape=True))
-    if q.destination:
-        conds.append(func.lower(Ride.destination).contains(q.destination.lower(), autoescape=True))
-    departure_from = q.departure_from
-    if departure_from is None and q.status == "scheduled":
-        departure_from = now
-    if departure_from is not None:
-        conds.append(Ride.departure_at >= departure_from)
-    if q.departure_to is not None:
-        conds.append(Ride.departure_at <= q.departure_to)
-    if q.min_seats is not None:
-        conds.append(Ride.seats_available >= q.min_seats)
-    if q.max_price is not None:
-        conds.append(Ride.price <= q.max_price)
-    if q.min_driver_rating is not None:
-        conds.append(_rating() >= q.min_driver_rating)
-    if q.kind is not None:
-        conds.append(Ride.kind == q.kind)
-    if q.origin_near is not None:
-        conds.append(_near(Ride.origin_lat, Ride.origin_lng, q.origin_near))
-    if q.destination_near is not None:
-        conds.append(_near(Ride.destination_lat, Ride.destination_lng, q.destination_near))
-    return conds
+def _near_values(near: Near, p: str) -> dict[str, float]:
+    dlat = near.radius_km / KM_PER_DEGREE
+    dlng = near.radius_km / (KM_PER_DEGREE * max(math.cos(math.radians(near.lat)), 0.01))
+    rlat = math.radians(near.lat)
+    return {
+        f"{p}_lat_lo": near.lat - dlat,
+        f"{p}_lat_hi": near.lat + dlat,
+        f"{p}_lng_lo": near.lng - dlng,
+        f"{p}_lng_hi": near.lng + dlng,
+        f"{p}_rlat": rlat,
+        f"{p}_rlng": math.radians(near.lng),
+        f"{p}_cos": math.cos(rlat),
+        f"{p}_km": near.radius_km,
+    }
 
 
-def _after(q: RideQuery) -> ColumnElement[bool] | None:
+@lru_cache(maxsize=512)
+def _statement(shape: _Shape) -> Select[tuple[Ride, User, Any]]:
+    key = _sort_key(shape.sort)
+    conds: list[ColumnElement[bool]] = [Ride.status == _p("status")]
+    if shape.origin:
+        conds.append(_like(Ride.origin, "origin"))
+    if shape.destination:
+        conds.append(_like(Ride.destination, "destination"))
+    if shape.departure_from:
+        conds.append(Ride.departure_at >= _p("departure_from"))
+    if shape.departure_to:
+        conds.append(Ride.departure_at <= _p("departure_to"))
+    if shape.min_seats:
+        conds.append(Ride.seats_available >= _p("min_seats"))
+    if shape.max_price:
+        conds.append(Ride.price <= _p("max_price"))
+    if shape.min_driver_rating:
+        conds.append(_rating() >= _p("min_driver_rating"))
+    if shape.kind:
+        conds.append(Ride.kind == _p("kind"))
+    if shape.origin_near:
+        conds.append(_near(Ride.origin_lat, Ride.origin_lng, "on"))
+    if shape.destination_near:
+        conds.append(_near(Ride.destination_lat, Ride.destination_lng, "dn"))
+    if shape.after:
+        value, last_id = _p("after_value", key.type), _p("after_id", BigInteger())
+        if shape.sort == "driver_rating":  # descending rating, then ascending id
+            conds.append(or_(key < value, and_(key == value, Ride.id > last_id)))
+        else:
+            conds.append(or_(key > value, and_(key == value, Ride.id > last_id)))
+    order = key.desc() if shape.sort == "driver_rating" else key.asc()
+    return (
+        select(Ride, User, key.label("sort_key"))
+        .join(User, User.id == Ride.driver_id)
+        .where(*conds)
+        .order_by(order, Ride.id.asc())
+        .limit(_p("limit", Integer()))
+    )
+
+
+def _after(q: RideQuery) -> tuple[Any, int] | None:
     if q.cursor is None:
         return None
     sort, value, last_id = decode_cursor(q.cursor, 3)
@@ -128,7 +203,6 @@ def _after(q: RideQuery) -> ColumnElement[bool] | None:
             "Cursor does not match this sort",
             details=[{"field": "query.cursor", "message": "cursor from another sort"}],
         )
-    key = _sort_key(q.sort)
     try:
         if q.sort == "departure_at":
             value = parse_instant(value)
@@ -141,9 +215,7 @@ def _after(q: RideQuery) -> ColumnElement[bool] | None:
         raise ValidationFailed(
             "Invalid cursor", details=[{"field": "query.cursor", "message": "invalid cursor"}]
         ) from exc
-    if q.sort == "driver_rating":  # descending rating, then ascending id
-        return or_(key < value, and_(key == value, Ride.id > last_id))
-    return or_(key > value, and_(key == value, Ride.id > last_id))
+    return value, last_id
 
 
 def _bounded(value: Any) -> Any:
@@ -153,18 +225,56 @@ def _bounded(value: Any) -> Any:
     return value
 
 
-def build(q: RideQuery, now: datetime) -> Select[tuple[Ride, User, Any]]:
-    key = _sort_key(q.sort)
-    stmt = (
-        select(Ride, User, key.label("sort_key"))
-        .join(User, User.id == Ride.driver_id)
-        .where(*_filters(q, now))
-    )
+def statement(q: RideQuery, now: datetime) -> tuple[Select[tuple[Ride, User, Any]], dict[str, Any]]:
+    """The search's SELECT (shared by every search of the same shape) and its parameters."""
+    departure_from = q.departure_from
+    if departure_from is None and q.status == "scheduled":
+        departure_from = now
     after = _after(q)
+    values: dict[str, Any] = {"status": q.status, "limit": q.limit + 1}
+    if q.origin:
+        values["origin"] = _pattern(q.origin)
+    if q.destination:
+        values["destination"] = _pattern(q.destination)
+    if departure_from is not None:
+        values["departure_from"] = departure_from
+    if q.departure_to is not None:
+        values["departure_to"] = q.departure_to
+    if q.min_seats is not None:
+        values["min_seats"] = q.min_seats
+    if q.max_price is not None:
+        values["max_price"] = q.max_price
+    if q.min_driver_rating is not None:
+        values["min_driver_rating"] = q.min_driver_rating
+    if q.kind is not None:
+        values["kind"] = q.kind
+    if q.origin_near is not None:
+        values.update(_near_values(q.origin_near, "on"))
+    if q.destination_near is not None:
+        values.update(_near_values(q.destination_near, "dn"))
     if after is not None:
-        stmt = stmt.where(after)
-    order = key.desc() if q.sort == "driver_rating" else key.asc()
-    return stmt.order_by(order, Ride.id.asc()).limit(q.limit + 1)
+        values["after_value"], values["after_id"] = after
+    shape = _Shape(
+        origin=bool(q.origin),
+        destination=bool(q.destination),
+        departure_from=departure_from is not None,
+        departure_to=q.departure_to is not None,
+        min_seats=q.min_seats is not None,
+        max_price=q.max_price is not None,
+        min_driver_rating=q.min_driver_rating is not None,
+        kind=q.kind is not None,
+        origin_near=q.origin_near is not None,
+        destination_near=q.destination_near is not None,
+        sort=q.sort,
+        after=after is not None,
+    )
+    return _statement(shape), values
+
+
+def build(q: RideQuery, now: datetime) -> Select[tuple[Ride, User, Any]]:
+    """The search's SELECT with its values bound (EXPLAIN in bench/search.py, tests)."""
+    stmt, values = statement(q, now)
+    return stmt.params(values)
 
 
 def _cursor_value(sort: Sort, value: Any) -> Any:
@@ -176,7 +286,8 @@ def _cursor_value(sort: Sort, value: Any) -> Any:
 
 
 async def search(session: AsyncSession, q: RideQuery) -> tuple[list[tuple[Ride, User]], str | None]:
-    rows = (await session.execute(build(q, datetime.now(UTC)))).all()
+    stmt, values = statement(q, datetime.now(UTC))
+    rows = (await session.execute(stmt, values)).all()
     page = rows[: q.limit]
     cursor = None
     if len(rows) > q.limit:
