@@ -13,7 +13,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,9 @@ from channels.metrics import Tallies
 from channels.protocol import encode, unsubscribed
 from channels.transport import EXTENSION, RawWriter
 from channels.types import Identity
+
+PACE_POLL_S = 0.005
+"""How often a paced write (`Connection.push_paced`) looks at the backlog while it waits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,62 @@ class Connection:
             for payload in frame.parts:
                 self._enqueue(payload)
         self._tallies.frames_out += frame.count
+
+    async def push_paced(
+        self, frames: Sequence[OutFrame], stall_s: float, stop: Callable[[], bool]
+    ) -> int:
+        """Write `frames` in order without ever going over the write bound: past half of it,
+        wait until the peer has read the backlog down to a quarter. A replay (up to 1,000
+        events, each up to a frame's size) is often larger than the bound; written at once it
+        would close the socket 4429 on every resubscribe. A peer that reads nothing for
+        `stall_s` is too slow (4429). Stops early when the socket closes or `stop()` says so.
+        Returns how many frames were written."""
+        high, low = self._pace_marks()
+        written = 0
+        for frame in frames:
+            if self.closed or stop():
+                break
+            if self._backlog() > high and not await self._drained(low, stall_s):
+                if not self.closed:
+                    self._overflow()
+                break
+            if self.closed or stop():
+                break
+            self.push(frame)
+            written += 1
+        return written
+
+    def _pace_marks(self) -> tuple[int, int]:
+        if self._transport is not None:
+            return self._max_buffer // 2, self._max_buffer // 4
+        frames = self._limits.max_queue_frames
+        return frames // 2, frames // 4
+
+    def _backlog(self) -> int:
+        """What is written but not yet taken by the peer: bytes in the transport's buffer, or
+        frames in the queue."""
+        if self._transport is not None:
+            return int(self._transport.get_write_buffer_size())
+        return len(self._queue) if self._queue is not None else 0
+
+    async def _drained(self, low: int, stall_s: float) -> bool:
+        """Wait until the backlog is at most `low`; False if the socket closed or the backlog
+        did not shrink for `stall_s`."""
+        loop = asyncio.get_running_loop()
+        backlog = self._backlog()
+        deadline = loop.time() + stall_s
+        while backlog > low:
+            transport = self._transport
+            if self.closed or (transport is not None and transport.is_closing()):
+                return False
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(PACE_POLL_S)
+            now = self._backlog()
+            if now < backlog:
+                deadline = loop.time() + stall_s  # the peer is reading: keep waiting
+            backlog = now
+        return not self.closed
 
     def send(self, frame: dict[str, Any]) -> None:
         self.push(OutFrame(encode(frame)))

@@ -309,7 +309,13 @@ class Gateway:
             raise ChannelError(ErrorCode.BAD_REQUEST, "Too many subscriptions on this socket")
         sub = await self.hub.attach(conn, op.channel, resolved.durable)
         try:
-            floor, acl, recovered = await self._sync(conn, resolved, op.since)
+            floor, acl, recovered, frames = await self._sync(conn, resolved, op.since)
+            if frames:
+                # Paced: a replay may be larger than the socket's write bound. Live events of
+                # the channel wait in the subscription's buffer meanwhile.
+                stall_s = self.config.heartbeat_s
+                sent = await conn.push_paced(frames, stall_s, lambda: sub.dropped)
+                self._metrics.replayed.inc(sent)
         except BaseException:
             self.hub.detach(sub)
             raise
@@ -326,11 +332,12 @@ class Gateway:
 
     async def _sync(
         self, conn: Connection, resolved: ResolvedChannel, since: int | None
-    ) -> tuple[int, int, bool]:
-        """Authorize, then replay what the client missed. Returns (floor, acl, recovered)."""
+    ) -> tuple[int, int, bool, list[OutFrame]]:
+        """Authorize, then find what the client missed.
+        Returns (floor, acl, recovered, the frames to replay)."""
         if not resolved.durable:
             await self.registry.authorize(conn.user_id, resolved)
-            return 0, 0, True
+            return 0, 0, True, []
         # Read the channel's state before the rule: a revocation the rule did not see has a
         # newer acl_version, which the hub applies to this subscription. The session is closed
         # before the rule runs (the rule opens its own): a subscribe never holds two pooled
@@ -339,14 +346,11 @@ class Gateway:
             state = await events.state(session, resolved.name)
         await self.registry.authorize(conn.user_id, resolved)
         if since is None:
-            return state.head, state.acl, True
+            return state.head, state.acl, True, []
         if not events.is_recoverable(since, state):
-            return state.head, state.acl, False
+            return state.head, state.acl, False, []
         frames = await self._replay_frames(resolved.name, since, state.head)
-        for frame in frames:
-            conn.push(frame)
-        self._metrics.replayed.inc(len(frames))
-        return state.head, state.acl, True
+        return state.head, state.acl, True, frames
 
     async def _replay_frames(self, channel: str, since: int, until: int) -> list[OutFrame]:
         """Committed events never change, so a replay range is read and encoded once for the

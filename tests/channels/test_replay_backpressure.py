@@ -1,0 +1,115 @@
+"""A replay larger than the socket's write bound is paced, not punished (issue 8: a subscribe
+with `since` far back wrote the whole replay at once, went over `WS_MAX_BUFFER_BYTES` and was
+closed 4429; the client reconnected with the same `since` and was closed again, for ever)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from channels import append
+from tests.helpers import signup
+from tests.live import LiveServer, WsClient, ws_connect
+
+MAX_REPLAY = 1000  # the most a subscribe replays (PROTOCOL.md section 3)
+EVENTS = MAX_REPLAY - 5  # committed before the subscribe
+BLOB = "x" * 6000  # ~6 KB per event: ~6 MB of replay against a 16 KiB write bound
+LATE = 5  # committed around the subscribe, replayed or live: since=0 stays recoverable
+
+
+async def _receive_all(ws: WsClient, total: int) -> tuple[list[int], dict[str, Any]]:
+    seqs: list[int] = []
+    ack: dict[str, Any] | None = None
+    while len(seqs) < total or ack is None:
+        frame = await ws.recv(timeout=30)
+        if frame["type"] == "subscribed":
+            assert ack is None, frame
+            ack = frame
+            assert frame["seq"] == (seqs[-1] if seqs else 0), (frame, seqs[-3:])
+        else:
+            assert frame["type"] == "event", frame
+            seqs.append(frame["seq"])
+    assert ack is not None
+    return seqs, ack
+
+
+async def test_a_replay_over_the_write_bound_is_delivered_whole_to_a_slow_reader(
+    live_factory: Callable[..., Any],
+) -> None:
+    live: LiveServer = await live_factory(ws_max_buffer_bytes=16 * 1024, replay_cache_bytes=0)
+    async with httpx.AsyncClient(base_url=live.http) as http:
+        user = await signup(http)
+    channel = f"user:{user.id}"
+    async with live.sessionmaker() as session:
+        for i in range(EVENTS):
+            await append(session, channel, "note", {"i": i, "blob": BLOB})
+        await session.commit()
+
+    async def late_writes() -> None:
+        for i in range(LATE):
+            async with live.sessionmaker() as session:
+                await append(session, channel, "note", {"i": EVENTS + i})
+                await session.commit()
+
+    async with ws_connect(live.ws_url, user.access_token, max_size=2**20) as ws:
+        await ws.expect("welcome")
+        await ws.send({"op": "subscribe", "channel": channel, "since": 0, "id": "r"})
+        writes = asyncio.create_task(late_writes())
+        await asyncio.sleep(0.5)  # a slow reader: the server's write buffer fills meanwhile
+        seqs, ack = await _receive_all(ws, EVENTS + LATE)
+        await writes
+        assert seqs == list(range(1, EVENTS + LATE + 1))  # every event, once, in order
+        assert ack["recovered"] is True and ack["id"] == "r"
+        assert (await ws.request({"op": "ping", "id": 1})) == {"type": "pong", "id": 1}
+        async with live.sessionmaker() as session:  # and it follows the channel live
+            await append(session, channel, "note", {"i": "live"})
+            await session.commit()
+        assert [e["seq"] for e in await ws.events(1)] == [EVENTS + LATE + 1]
+        assert await ws.silent(0.2)
+
+    # The same resubscribe again, from another socket: not a one-off.
+    head = EVENTS + LATE + 1
+    async with ws_connect(live.ws_url, user.access_token, max_size=2**20) as ws:
+        await ws.expect("welcome")
+        await ws.send({"op": "subscribe", "channel": channel, "since": head - MAX_REPLAY})
+        await asyncio.sleep(0.5)
+        seqs, ack = await _receive_all(ws, MAX_REPLAY)
+        assert seqs == list(range(head - MAX_REPLAY + 1, head + 1))
+        assert ack["seq"] == head and ack["recovered"] is True
+        assert (await ws.request({"op": "ping"})) == {"type": "pong"}
+
+
+async def test_a_peer_that_reads_nothing_during_a_replay_is_closed_too_slow(
+    live_factory: Callable[..., Any],
+) -> None:
+    """Pacing waits for a reader, not for ever: no progress for `HEARTBEAT_S` closes the socket
+    4429 (the keepalive may get there first: 1011), and the instance serves the next one."""
+    live: LiveServer = await live_factory(
+        ws_max_buffer_bytes=16 * 1024, replay_cache_bytes=0, heartbeat_s=1
+    )
+    async with httpx.AsyncClient(base_url=live.http) as http:
+        user = await signup(http)
+    channel = f"user:{user.id}"
+    async with live.sessionmaker() as session:
+        for i in range(MAX_REPLAY):
+            await append(session, channel, "note", {"i": i, "blob": BLOB})
+        await session.commit()
+    async with ws_connect(
+        live.ws_url, user.access_token, max_size=2**20, max_queue=1, ping_interval=None
+    ) as ws:
+        await ws.expect("welcome")
+        await ws.send({"op": "subscribe", "channel": channel, "since": 0})
+        await asyncio.sleep(4)  # reads nothing
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code in (4429, 1011)
+    async with ws_connect(live.ws_url, user.access_token) as ws:
+        await ws.expect("welcome")
+        ack = await ws.request({"op": "subscribe", "channel": channel})
+        assert ack["type"] == "subscribed" and ack["seq"] == MAX_REPLAY
