@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,10 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+VERIFIED_CACHE_SIZE = 4096
+"""Verified access tokens kept per process (about 1 KiB each)."""
+
+
 class TokenCodec:
     """Signs with `JWT_SECRET` (its key id in the `kid` header) and verifies with it or with any
     of `JWT_ACCEPTED_SECRETS`, chosen by the token's `kid`, so the signing key can be rotated
@@ -60,6 +65,11 @@ class TokenCodec:
             "refresh": settings.refresh_token_ttl_s,
             "device": settings.device_token_ttl_s,
         }
+        # Access tokens already verified: token -> (claims, exp). A client sends the same
+        # token with every request for its lifetime, and python-jose's decode is ~0.3 ms of
+        # CPU; a hit is a dict lookup and the expiry check (docs/decisions.md D38). Only tokens
+        # whose signature was verified get in, so a forged one can never hit.
+        self._verified: dict[str, tuple[TokenClaims, int]] = {}
 
     def issue(
         self,
@@ -92,6 +102,22 @@ class TokenCodec:
         return IssuedToken(token, claims)
 
     def decode(self, token: str, typ: TokenType) -> TokenClaims:
+        if typ == "access":
+            hit = self._verified.get(token)
+            if hit is not None:
+                claims, exp = hit
+                if exp < int(time.time()):  # python-jose's rule: valid through its `exp` second
+                    del self._verified[token]
+                    raise InvalidToken("Token expired")
+                return claims
+        claims = self._decode(token, typ)
+        if typ == "access":
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]  # the oldest entry
+            self._verified[token] = (claims, int(claims.expires_at.timestamp()))
+        return claims
+
+    def _decode(self, token: str, typ: TokenType) -> TokenClaims:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") not in self._algorithms:
