@@ -142,6 +142,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     replica_maker = None
     if settings.async_read_url is not None:
         engines["replica"] = replica = create_engine(settings, url=settings.async_read_url)
+        app.state.replica_engine = replica
         replica_maker = create_read_sessionmaker(replica, pgbouncer=pgbouncer)
         log.info("lag-tolerant reads (search, replay) on DATABASE_READ_URL")
     app.state.reads = reads = ReadReplica(

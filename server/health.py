@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db import ping
 
@@ -25,7 +26,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     """200 when the database answers (503 otherwise, and while draining after SIGTERM); the
-    broker may be `degraded` meanwhile."""
+    broker and the read replica (DATABASE_READ_URL) may be `degraded` meanwhile."""
     state = request.app.state
     drain = getattr(state, "drain", None)
     if drain is not None and drain.draining:
@@ -33,10 +34,15 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "draining"}, status_code=503)
     database = await _check_database(state)
     broker = await _check_broker(state)
+    dependencies = {"database": database, "broker": broker}
+    replica = getattr(state, "replica_engine", None)
+    if replica is not None:  # DATABASE_READ_URL: down is degraded (the primary reads instead)
+        dependencies["read_replica"] = await _check_replica(replica)
     ready = database["status"] == "ok"
+    healthy = all(d["status"] == "ok" for d in dependencies.values())
     body: dict[str, Any] = {
-        "status": ("ok" if broker["status"] == "ok" else "degraded") if ready else "unavailable",
-        "dependencies": {"database": database, "broker": broker},
+        "status": ("ok" if healthy else "degraded") if ready else "unavailable",
+        "dependencies": dependencies,
     }
     return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -46,6 +52,14 @@ async def _check_database(state: Any) -> dict[str, str]:
         await asyncio.wait_for(ping(state.engine), CHECK_TIMEOUT_S)
     except (TimeoutError, SQLAlchemyError, OSError) as exc:
         return {"status": "unavailable", "error": type(exc).__name__}
+    return {"status": "ok"}
+
+
+async def _check_replica(engine: AsyncEngine) -> dict[str, str]:
+    try:
+        await asyncio.wait_for(ping(engine), CHECK_TIMEOUT_S)
+    except (TimeoutError, SQLAlchemyError, OSError) as exc:
+        return {"status": "degraded", "error": type(exc).__name__}
     return {"status": "ok"}
 
 

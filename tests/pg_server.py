@@ -116,9 +116,11 @@ class PostgresServer:
         shutil.copytree(self.pgdata, target)
         return target
 
-    def start(self) -> PostgresServer:
+    def start(self, *settings: str) -> PostgresServer:
+        """`settings`: more `name=value` server settings (later ones win: `fsync=on`)."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
                    "-c fsync=off -c full_page_writes=off -c max_connections=200")  # fmt: skip
+        options += "".join(f" -c {setting}" for setting in settings)
         self._cmd("pg_ctl", "-D", str(self.pgdata), "-l", str(self.root / "log"), "-o", options,
                   "-w", "-t", "60", "start")  # fmt: skip
         self._wait_port()

@@ -134,6 +134,8 @@ async def test_a_replica_down_sends_reads_to_the_primary_and_503_needs_both_down
             r = await http.post(f"/api/v1/rides/{ride_id}/cancel", headers=driver.headers)
             assert r.status_code == 200, r.text
             await wait_until(lambda: _replayed(http, driver, channel), what="replica")
+            r = await http.get("/readyz")
+            assert r.json()["dependencies"]["read_replica"] == {"status": "ok"}, r.text
 
             await asyncio.to_thread(replica.stop)
             r = await _search(http, driver)
@@ -143,6 +145,9 @@ async def test_a_replica_down_sends_reads_to_the_primary_and_503_needs_both_down
             r = await http.get(f"/api/v1/users/{driver.id}/reviews", headers=driver.headers)
             assert (r.status_code, r.json()["items"]) == (200, [])
             assert (await _replica_reads(http))["down"] >= 3
+            r = await http.get("/readyz")  # still ready: the primary answers the reads
+            assert (r.status_code, r.json()["status"]) == (200, "degraded"), r.text
+            assert r.json()["dependencies"]["read_replica"]["status"] == "degraded"
 
             await asyncio.to_thread(primary.stop)
             assert_error(await _search(http, driver), 503, "unavailable")
