@@ -45,15 +45,6 @@ _RELEASE = text(
 
 _FORGET = text("DELETE FROM login_attempts WHERE bucket = :bucket")
 
-_DELETE_EXPIRED = text(
-    """
-    DELETE FROM login_attempts WHERE bucket IN (
-        SELECT bucket FROM login_attempts
-        WHERE window_ends < now() - interval '1 hour' LIMIT 5000
-    )
-    """
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
@@ -91,7 +82,3 @@ class LoginAttempts:
             else:
                 params = {"bucket": reservation.bucket, "window_ends": reservation.window_ends}
                 await session.execute(_RELEASE, params)
-
-
-async def delete_expired(session: AsyncSession) -> None:
-    await session.execute(_DELETE_EXPIRED)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models import SessionRevocation
@@ -41,7 +41,6 @@ CLOCK_SLACK_S = 60
 POLL_OVERLAP_S = 30
 """Each poll re-reads this much before the newest row seen: a row inserted before a newer one
 but committed after it is still found."""
-CLEANUP_EVERY_S = 600
 
 Broadcast = Callable[[Sequence[str]], Awaitable[None]]
 LocalEnd = Callable[[Sequence[str]], object]
@@ -88,14 +87,11 @@ class EndedSessions:
         self._ended: dict[str, float] = {}  # key -> forget after (epoch seconds)
         self._synced_at: float | None = None  # clock() of the last confirmed poll
         self._watermark: datetime | None = None  # newest created_at seen (database clock)
-        self._next_cleanup = 0.0
         self._task: asyncio.Task[None] | None = None
         self.broadcast: Broadcast | None = None
         """Tells every instance (Realtime.end_sessions: closes sockets, updates mirrors)."""
         self.end_locally: LocalEnd | None = None
         """Closes this instance's sockets of sessions learnt by polling."""
-        self.housekeeping: list[Callable[[AsyncSession], Awaitable[None]]] = [_delete_expired]
-        """Deletes of expired auth rows, run every CLEANUP_EVERY_S by the poll loop."""
 
     # The per-request check ----------------------------------------------------------------
 
@@ -219,7 +215,6 @@ class EndedSessions:
             await asyncio.sleep(self._sync_s)
             try:
                 await self.sync()
-                await self._cleanup()
             except Exception as exc:
                 if not failing:
                     log.warning("ended sessions poll failed: %s", exc)
@@ -228,24 +223,3 @@ class EndedSessions:
                 if failing:
                     log.info("ended sessions poll recovered")
                 failing = False
-
-    async def _cleanup(self) -> None:
-        """Rows past their expiry are useless: delete them (in small batches, rarely)."""
-        now = self._clock()
-        if now < self._next_cleanup:
-            return
-        self._next_cleanup = now + CLEANUP_EVERY_S
-        async with self._sessionmaker() as session:
-            for job in self.housekeeping:
-                await job(session)
-            await session.commit()
-
-
-async def _delete_expired(session: AsyncSession) -> None:
-    old = (
-        select(SessionRevocation.id)
-        .where(SessionRevocation.expires_at < text("now() - interval '1 hour'"))
-        .limit(5000)
-        .scalar_subquery()
-    )
-    await session.execute(delete(SessionRevocation).where(SessionRevocation.id.in_(old)))

@@ -7,7 +7,8 @@ at once split the work, and an instance that dies mid-batch leaves its batch to 
 any instance (its transaction rolls back with its connection): nothing lost, nothing twice.
 
 Guarantees of the runner itself:
-- a failing job is logged and counted, and the others (and its own next run) go on;
+- a failing job is counted every time and logged once per streak of failures (then once when
+  it recovers), and the others (and its own next run) go on;
 - a full batch means more is due: the job runs again at once, up to MAX_ROUNDS per pass;
 - while the instance drains (`paused()`), no new batch starts; `stop()` lets the batch in
   flight finish (at most STOP_GRACE_S), then cancels it (an uncommitted batch rolls back).
@@ -59,9 +60,13 @@ class JobRunner:
         self.jobs = list(jobs)
         self._interval_s = interval_s
         self._metrics = metrics or JobMetrics()
+        for job in self.jobs:  # every series exists (at 0) from the start, for rates and alerts
+            for family in (self._metrics.runs, self._metrics.items, self._metrics.failures):
+                family.labels(job.name)
         self._clock = clock or SystemClock()
         self._paused = paused
         self._next: dict[str, float] = {}  # job name -> monotonic time it is next due
+        self._failing: set[str] = set()  # jobs whose last batch failed (logged once a streak)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -121,10 +126,15 @@ class JobRunner:
             items = await job.run(self._clock.now())
         except Exception as exc:
             m.failures.labels(job.name).inc()
-            log_failure(log, f"job {job.name} failed", exc)
+            if job.name not in self._failing:  # once per streak: an outage is not a log flood
+                self._failing.add(job.name)
+                log_failure(log, f"job {job.name} failed", exc)
             return 0
         finally:
             m.runs.labels(job.name).inc()
             m.duration.labels(job.name).observe(time.monotonic() - started)
+        if job.name in self._failing:
+            self._failing.discard(job.name)
+            log.info("job %s recovered", job.name)
         m.items.labels(job.name).inc(items)
         return items

@@ -31,8 +31,11 @@ async def test_a_failing_job_is_counted_and_the_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     seen: list[datetime] = []
+    broken_fixed = False
 
     async def broken(now: datetime) -> int:
+        if broken_fixed:
+            return 1
         raise RuntimeError("boom")
 
     async def works(now: datetime) -> int:
@@ -49,12 +52,15 @@ async def test_a_failing_job_is_counted_and_the_others_go_on(
     with caplog.at_level(logging.INFO, logger="kuda.jobs"):
         assert await runner.tick() == 3
         assert await runner.tick() == 3
-    assert seen == [AT, AT]  # the injected time
+        broken_fixed = True
+        assert await runner.tick() == 4
+    assert seen == [AT, AT, AT]  # the injected time
     assert _value(registry, "kuda_job_failures_total", "broken") == 2
-    assert _value(registry, "kuda_job_runs_total", "broken") == 2
-    assert _value(registry, "kuda_job_items_total", "works") == 6
-    assert _value(registry, "kuda_job_duration_seconds_count", "works") == 2
-    assert "job broken failed" in caplog.text and "job works: 3 done" in caplog.text
+    assert _value(registry, "kuda_job_runs_total", "broken") == 3
+    assert _value(registry, "kuda_job_items_total", "works") == 9
+    assert _value(registry, "kuda_job_duration_seconds_count", "works") == 3
+    assert caplog.text.count("job broken failed") == 1  # once per streak, not per run
+    assert "job broken recovered" in caplog.text and "job works: 3 done" in caplog.text
 
 
 async def test_a_full_batch_runs_again_until_one_is_not_full() -> None:
