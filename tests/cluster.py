@@ -11,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from tests.live import LiveServer
 from tests.procs import Server, kuda_env
 from tests.services import JWT_SECRET
@@ -72,3 +75,16 @@ class Cluster:
     async def stop(self) -> None:
         for server in self.processes:
             await asyncio.to_thread(server.stop)
+
+
+async def forget_prefix(redis_url: str, prefix: str) -> None:
+    """Remove what a cluster left on a Redis server that outlives the test (the shared one)."""
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    except (OSError, RedisError):
+        pass  # a test-owned Redis that was stopped: nothing left behind
+    finally:
+        await client.aclose()

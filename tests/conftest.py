@@ -15,13 +15,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from server import migrate
 from server.app import create_app
 from server.config import Settings
 from tests import services
-from tests.cluster import Cluster
+from tests.cluster import Cluster, forget_prefix
 from tests.live import LiveServer
 from tests.redis_server import RedisClusterServers, RedisSentinelServers, RedisServer
 
@@ -187,20 +186,7 @@ async def cluster_factory(
     for cluster in clusters:
         await cluster.stop()
         if cluster.redis_mode == "single":
-            await _forget_prefix(cluster.redis_url, cluster.prefix)
-
-
-async def _forget_prefix(redis_url: str, prefix: str) -> None:
-    """Remove what a cluster left on a Redis server that outlives the test (the shared one)."""
-    client = Redis.from_url(redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    except (OSError, RedisError):
-        pass  # a test-owned Redis that was stopped: nothing left behind
-    finally:
-        await client.aclose()
+            await forget_prefix(cluster.redis_url, cluster.prefix)
 
 
 @pytest.fixture

@@ -1,0 +1,130 @@
+"""The acceptance suite's deployment: two real `kuda serve` processes on the test database and
+the shared Redis (a prefix of their own), shared by every module of this package; a module that
+needs other settings (small limits) starts its own pair with `deployment(...)`.
+
+Tests here talk only HTTP and WebSocket to those processes, as a client author who read
+PROTOCOL.md and nothing else would (docs/decisions.md D40)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cluster import Cluster, forget_prefix
+from tests.helpers import PASSWORD, Account, login, new_email
+from tests.live import WsClient, ws_connect
+from tests.procs import Server, run_kuda
+from tests.services import REDIS_URL
+
+pytestmark = pytest.mark.slow
+
+FAST_JOBS = {"JOBS_INTERVAL_S": "0.3", "RIDE_AUTOCOMPLETE_S": "2", "DRAIN_S": "0"}
+"""The shared pair's settings: jobs looked for often (tests set `JOBS_INTERVAL_S` low, as the
+contract says) and rides auto-completed 2 s after departure."""
+
+
+@dataclass
+class Deployment:
+    """Two instances `a` and `b` on one PostgreSQL and one Redis."""
+
+    cluster: Cluster
+    a: Server
+    b: Server
+
+    @property
+    def instances(self) -> tuple[Server, Server]:
+        return self.a, self.b
+
+    def ws_url(self, server: Server) -> str:
+        return f"ws://127.0.0.1:{server.port}/ws"
+
+    def socket(self, server: Server, token: str, **kw: Any) -> Any:
+        """`async with d.socket(d.b, token) as ws:` a socket whose `welcome` was read."""
+        return _welcomed(self.ws_url(server), token, **kw)
+
+    async def admin(self) -> Account:
+        """A fresh administrator, made with `kuda create-admin` as an operator would."""
+        email = new_email()
+        args = ("create-admin", "--email", email, "--password", PASSWORD)
+        done = await asyncio.to_thread(run_kuda, *args, env=self.cluster.env())
+        assert done.returncode == 0, done.stderr
+        async with httpx.AsyncClient(base_url=self.a.base_url) as http:
+            tokens = (await login(http, email)).json()
+            me = (
+                await http.get("/api/v1/users/me", headers=_bearer(tokens["access_token"]))
+            ).json()
+        return Account(me, email, tokens["access_token"], tokens["refresh_token"])
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.asynccontextmanager
+async def _welcomed(url: str, token: str, **kw: Any) -> AsyncIterator[WsClient]:
+    async with ws_connect(url, token, **kw) as ws:
+        await ws.expect("welcome")
+        yield ws
+
+
+@contextlib.asynccontextmanager
+async def deployment(database_url: str, tmp: Path, **env: str) -> AsyncIterator[Deployment]:
+    """Start two instances at once (`env` overrides their settings); on exit stop them, drop
+    their Redis keys and fail if either logged a traceback."""
+    cluster = Cluster(database_url, REDIS_URL, tmp, factory=_no_in_process)
+    servers = [Server(cluster.env(**env), tmp / f"{name}.log") for name in ("a", "b")]
+    cluster.processes.extend(servers)
+    try:
+        await asyncio.gather(*(asyncio.to_thread(s.wait_ready) for s in servers))
+        yield Deployment(cluster, *servers)
+    finally:
+        await cluster.stop()
+        await forget_prefix(cluster.redis_url, cluster.prefix)
+    for server in servers:
+        assert "Traceback" not in server.log(), server.log()
+
+
+async def events_until(ws: WsClient, name: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The event frames received up to and including the first `name` event."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = await ws.recv(max(0.01, deadline - time.monotonic()))
+        assert frame["type"] == "event", frame
+        seen.append(frame)
+        if frame["event"] == name:
+            return seen
+
+
+async def _no_in_process(**_: Any) -> Any:
+    raise NotImplementedError("acceptance tests talk to processes only")
+
+
+@pytest.fixture(scope="package")
+async def kuda(
+    database_url: str, redis_available: bool, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Deployment]:
+    if not redis_available:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}")
+    async with deployment(database_url, tmp_path_factory.mktemp("acceptance"), **FAST_JOBS) as d:
+        yield d
+
+
+@pytest.fixture
+async def a(kuda: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=kuda.a.base_url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+async def b(kuda: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=kuda.b.base_url, timeout=30) as http:
+        yield http
