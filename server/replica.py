@@ -23,10 +23,11 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
-from channels.faults import transient
+from channels.faults import broken_connection, transient
 from server.db import open_session
 from server.errors import NotFound
 
@@ -79,14 +80,18 @@ class ReadReplica:
         except Exception as exc:
             if not transient(exc):
                 raise
-            self._skip_until = time.monotonic() + self._retry_s
             self.counts[DOWN] += 1
-            log.warning(
-                "read replica unavailable (%s: %s); reads use the primary for %.0f s",
-                type(exc).__name__,
-                exc,
-                self._retry_s,
-            )
+            if broken_connection(exc) or isinstance(exc, PoolTimeout):
+                # Down, stalled or out of connections: skip it for a while. A statement it
+                # cancelled (a conflict with recovery, its statement timeout) only sends this
+                # read to the primary.
+                self._skip_until = time.monotonic() + self._retry_s
+                log.warning(
+                    "read replica unavailable (%s: %s); reads use the primary for %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    self._retry_s,
+                )
             return await self._on(self._primary, work)
         if accept is not None and not accept(result):
             self.counts[BEHIND] += 1
