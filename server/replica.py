@@ -8,9 +8,10 @@ primary (the row may not have been replayed yet). Reads that fence a snapshot wi
 (server/snapshot.py), reads of the caller's own things and everything in a write transaction
 stay on the primary.
 
-A replica that fails (down, stalled, refusing connections while it recovers, or cancelling a
-query that conflicts with recovery) is skipped for `DB_REPLICA_RETRY_S`; the read is answered by
-the primary meanwhile, so reads fail (503) only when both are down.
+A replica that is down, stalled, refusing connections while it recovers or out of pooled
+connections is skipped for `DB_REPLICA_RETRY_S`, the primary answering meanwhile, so reads fail
+(503) only when both are down. A statement the replica cancelled (a conflict with recovery, its
+statement timeout) sends only that read to the primary.
 """
 
 from __future__ import annotations
