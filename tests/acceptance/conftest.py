@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,15 @@ from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.slow
 
-FAST_JOBS = {"JOBS_INTERVAL_S": "0.3", "RIDE_AUTOCOMPLETE_S": "2", "DRAIN_S": "0"}
+SHARED_ENV = {
+    "JOBS_INTERVAL_S": "0.3",
+    "RIDE_AUTOCOMPLETE_S": "2",
+    "DRAIN_S": "0",
+    "AUTH_REQUESTS_PER_IP": "100000",
+}
 """The shared pair's settings: jobs looked for often (tests set `JOBS_INTERVAL_S` low, as the
-contract says) and rides auto-completed 2 s after departure."""
+contract says), rides auto-completed 2 s after departure, fast shutdown, and no per-IP auth limit
+(every test signs up from 127.0.0.1). The write and socket limits keep their defaults."""
 
 
 @dataclass
@@ -86,22 +92,40 @@ async def deployment(database_url: str, tmp: Path, **env: str) -> AsyncIterator[
         await asyncio.gather(*(asyncio.to_thread(s.wait_ready) for s in servers))
         yield Deployment(cluster, *servers)
     finally:
-        await cluster.stop()
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
         await forget_prefix(cluster.redis_url, cluster.prefix)
     for server in servers:
         assert "Traceback" not in server.log(), server.log()
 
 
-async def events_until(ws: WsClient, name: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The event frames received up to and including the first `name` event."""
-    seen: list[dict[str, Any]] = []
+Frame = dict[str, Any]
+
+
+async def events_until(
+    ws: WsClient, until: str | Callable[[Frame], bool], timeout: float = 10.0
+) -> list[Frame]:
+    """The event frames received up to and including the first one named `until` (or for
+    which `until(frame)` holds)."""
+    done = until if callable(until) else lambda frame: frame["event"] == until
+    seen: list[Frame] = []
     deadline = time.monotonic() + timeout
     while True:
         frame = await ws.recv(max(0.01, deadline - time.monotonic()))
         assert frame["type"] == "event", frame
         seen.append(frame)
-        if frame["event"] == name:
+        if done(frame):
             return seen
+
+
+def notification_of(kind: str, **data: Any) -> Callable[[Frame], bool]:
+    """A `notification.created` event of `kind` whose data includes `data`."""
+
+    def check(frame: Frame) -> bool:
+        if frame["event"] != "notification.created" or frame["data"]["kind"] != kind:
+            return False
+        return all(frame["data"]["data"].get(k) == v for k, v in data.items())
+
+    return check
 
 
 async def _no_in_process(**_: Any) -> Any:
@@ -114,7 +138,7 @@ async def kuda(
 ) -> AsyncIterator[Deployment]:
     if not redis_available:
         pytest.fail(f"Redis is not reachable at {REDIS_URL}")
-    async with deployment(database_url, tmp_path_factory.mktemp("acceptance"), **FAST_JOBS) as d:
+    async with deployment(database_url, tmp_path_factory.mktemp("acceptance"), **SHARED_ENV) as d:
         yield d
 
 

@@ -1,0 +1,247 @@
+"""PROTOCOL.md section 6, "Limits per user", on two instances started with small limits (and
+the default write limit on the shared pair)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from tests.acceptance.conftest import Deployment, deployment
+from tests.domain.conftest import book, make_ride
+from tests.faults.kuda import wait_until
+from tests.helpers import assert_error, login, signup
+from tests.live import ws_connect
+
+pytestmark = pytest.mark.slow
+
+WRITES = 4
+SOCKETS = 2
+FAILURES = 3
+LOGIN_WINDOW_S = 15 * 60
+Post = Callable[[], Awaitable[httpx.Response]]
+
+
+@pytest.fixture(scope="module")
+async def limited(
+    database_url: str, redis_available: bool, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Deployment]:
+    env = {
+        "WRITE_RATE_PER_USER": str(WRITES),
+        "SOCKETS_PER_USER": str(SOCKETS),
+        "LOGIN_FAILURES_PER_EMAIL": str(FAILURES),
+        "AUTH_REQUESTS_PER_IP": "100000",
+        "DRAIN_S": "0",
+    }
+    async with deployment(database_url, tmp_path_factory.mktemp("limits"), **env) as d:
+        yield d
+
+
+@pytest.fixture
+async def a(limited: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=limited.a.base_url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+async def b(limited: Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=limited.b.base_url, timeout=30) as http:
+        yield http
+
+
+def assert_rate_limited(response: httpx.Response, window_s: int = 60) -> None:
+    """429 in the contract's error shape, with `Retry-After` in whole seconds (at most the
+    limit's window)."""
+    assert_error(response, 429, "rate_limited")
+    retry_after = response.headers.get("Retry-After", "")
+    assert retry_after.isdigit() and 1 <= int(retry_after) <= window_s, response.headers
+
+
+async def assert_budget(posts: list[Post], already: int = 0) -> None:
+    """The user's creating POSTs pass until `WRITES` (counting `already`), then get 429."""
+    for number, post in enumerate(posts, start=already + 1):
+        r = await post()
+        if number <= WRITES:
+            assert r.status_code != 429, (number, r.text)
+        else:
+            assert_rate_limited(r)
+
+
+def soon(hours: float = 1) -> str:
+    return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
+
+
+def ride_body(n: int) -> dict[str, object]:
+    return {"origin": "Innopolis", "destination": "Kazan", "departure_at": soon(24 + n),
+            "seats_total": 3, "price": 100}  # fmt: skip
+
+
+async def test_creating_rides_beyond_the_write_rate_is_429_across_instances(
+    a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    driver = await signup(a)
+    clients = itertools.cycle((a, b))
+    posts: list[Post] = [
+        lambda n=n, http=next(clients): http.post(
+            "/api/v1/rides", json=ride_body(n), headers=driver.headers
+        )
+        for n in range(WRITES + 2)
+    ]
+    await assert_budget(posts)
+
+
+async def test_creating_bookings_beyond_the_write_rate_is_429_across_instances(
+    a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    drivers = [await signup(a) for _ in range(3)]
+    rides = [await make_ride(a, d, departure_at=soon(24 + i)) for i, d in enumerate(drivers * 2)]
+    passenger = await signup(b)
+    clients = itertools.cycle((b, a))
+    posts: list[Post] = [
+        lambda ride=ride, http=next(clients): book(http, passenger, ride["id"])
+        for ride in rides[: WRITES + 1]
+    ]
+    await assert_budget(posts)
+
+
+async def test_posting_messages_beyond_the_write_rate_is_429_across_instances(
+    a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    driver = await signup(a)
+    ride = await make_ride(a, driver)
+    clients = itertools.cycle((a, b))
+    posts: list[Post] = [
+        lambda n=n, http=next(clients): http.post(
+            f"/api/v1/rides/{ride['id']}/messages", json={"body": f"m{n}"}, headers=driver.headers
+        )
+        for n in range(WRITES + 1)
+    ]
+    await assert_budget(posts, already=1)
+
+
+async def test_posting_reviews_beyond_the_write_rate_is_429_across_instances(
+    a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    driver = await signup(a)
+    ride = await make_ride(a, driver, departure_at=soon(1), seats_total=4)
+    passengers = [await signup(b) for _ in range(4)]
+    for p in passengers:
+        booking = (await book(b, p, ride["id"])).json()
+        confirmed = await a.post(
+            f"/api/v1/bookings/{booking['id']}/confirm", headers=driver.headers
+        )
+        assert confirmed.status_code == 200, confirmed.text
+    for action in ("start", "complete"):
+        r = await a.post(f"/api/v1/rides/{ride['id']}/{action}", headers=driver.headers)
+        assert r.status_code == 200, r.text
+    reviewer, *others = passengers
+    targets = [driver, *others]
+    clients = itertools.cycle((a, b))
+    posts: list[Post] = [
+        lambda t=t, http=next(clients): http.post(
+            f"/api/v1/rides/{ride['id']}/reviews",
+            json={"target_id": t.id, "stars": 5},
+            headers=reviewer.headers,
+        )
+        for t in targets
+    ]
+    await assert_budget(posts, already=1)
+
+
+async def test_creating_alerts_beyond_the_write_rate_is_429_across_instances(
+    a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    owner = await signup(a)
+    clients = itertools.cycle((a, b))
+    posts: list[Post] = [
+        lambda n=n, http=next(clients): http.post(
+            "/api/v1/alerts",
+            json={"origin": f"From{n}", "destination": "Kazan"},
+            headers=owner.headers,
+        )
+        for n in range(WRITES + 1)
+    ]
+    await assert_budget(posts)
+
+
+async def test_the_write_rate_is_per_user(a: httpx.AsyncClient, b: httpx.AsyncClient) -> None:
+    first, second = await signup(a), await signup(b)
+    for n in range(WRITES):
+        r = await a.post("/api/v1/rides", json=ride_body(n), headers=first.headers)
+        assert r.status_code == 201, r.text
+    assert_rate_limited(await b.post("/api/v1/rides", json=ride_body(9), headers=first.headers))
+    r = await b.post("/api/v1/rides", json=ride_body(9), headers=second.headers)
+    assert r.status_code == 201, r.text
+
+
+async def test_the_next_handshake_beyond_sockets_per_user_is_refused_with_429(
+    limited: Deployment, a: httpx.AsyncClient
+) -> None:
+    user = await signup(a)
+    async with (
+        limited.socket(limited.a, user.access_token),
+        limited.socket(limited.b, user.access_token) as second,
+    ):
+        for server in limited.instances:
+            with pytest.raises(InvalidStatus) as refused:
+                async with ws_connect(limited.ws_url(server), user.access_token):
+                    pass
+            assert refused.value.response.status_code == 429
+        await second.close()
+
+        async def accepted() -> bool:
+            try:
+                async with limited.socket(limited.a, user.access_token):
+                    return True
+            except InvalidStatus as exc:
+                if exc.response.status_code != 429:
+                    raise
+                return False
+
+        await wait_until(accepted, timeout=20, what="a socket slot freed by a close")
+
+
+async def test_concurrent_wrong_logins_on_two_instances_check_at_most_the_limit(
+    limited: Deployment, a: httpx.AsyncClient
+) -> None:
+    owner = await signup(a)
+
+    async def wrong(server_url: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=server_url, timeout=30) as stranger:
+            return await login(stranger, owner.email, "wrong-password-1")
+
+    urls = [s.base_url for s in limited.instances] * 10
+    answers = await asyncio.gather(*(wrong(url) for url in urls))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [401] * FAILURES + [429] * (len(urls) - FAILURES), statuses
+    for r in answers:
+        if r.status_code == 429:
+            assert_rate_limited(r, LOGIN_WINDOW_S)
+        else:
+            assert_error(r, 401, "unauthorized")
+    async with httpx.AsyncClient(base_url=limited.b.base_url) as stranger:
+        assert_rate_limited(await login(stranger, owner.email, "wrong-password-2"), LOGIN_WINDOW_S)
+
+
+async def test_the_default_write_rate_is_120_a_minute(
+    kuda: Deployment,
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=kuda.a.base_url, timeout=30) as on_a,
+        httpx.AsyncClient(base_url=kuda.b.base_url, timeout=30) as on_b,
+    ):
+        driver = await signup(on_a)
+        ride = await make_ride(on_a, driver)
+        url = f"/api/v1/rides/{ride['id']}/messages"
+        for n in range(2, 121):
+            http = on_a if n % 2 else on_b
+            r = await http.post(url, json={"body": f"m{n}"}, headers=driver.headers)
+            assert r.status_code == 201, (n, r.text)
+        assert_rate_limited(
+            await on_a.post(url, json={"body": "one too many"}, headers=driver.headers)
+        )
