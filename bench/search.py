@@ -97,31 +97,55 @@ def pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else values[0]
 
 
-def _explained() -> dict[str, str]:
-    """The app's own SQL for the main query shapes (compiled with literal values)."""
+SHAPES: dict[str, dict[str, Any]] = {
+    "default listing": {},
+    "origin + destination substring": {"origin": "inno", "destination": "kazan airport"},
+    "route, nothing matches": {"origin": "innop", "destination": "innopolis"},
+    "near a point, by price": {"origin_near": (55.7523, 48.7448, 3), "sort": "price"},
+    "by driver rating, min 4": {"sort": "driver_rating", "min_driver_rating": 4},
+}
+
+
+async def _explained(url: str) -> dict[str, str]:
+    """The app's own SQL for the main query shapes (compiled with literal values), after the
+    app's first step for typed places (matching them against ride_places), as it runs it."""
     from sqlalchemy.dialects import postgresql
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-    from server.rides.search import Near, RideQuery, build
+    from server.rides.search import Near, RideQuery, build, places
 
-    shapes = {
-        "default listing": RideQuery(),
-        "origin + destination substring": RideQuery(origin="inno", destination="kazan airport"),
-        "route, nothing matches": RideQuery(origin="innop", destination="innopolis"),
-        "near a point, by price": RideQuery(origin_near=Near(55.7523, 48.7448, 3), sort="price"),
-        "by driver rating, min 4": RideQuery(sort="driver_rating", min_driver_rating=4),
-    }
     now = datetime.now(UTC)
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    return {
-        name: str(build(q, now).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-        for name, q in shapes.items()
-    }
+    engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    out: dict[str, str] = {}
+    try:
+        async with AsyncSession(engine) as session:
+            for name, fields in SHAPES.items():
+                near = fields.get("origin_near")
+                values = {**fields, "origin_near": Near(*near) if near else None}
+                q = RideQuery(**values)
+                origins, destinations = await places(session, q)
+                if [] in (origins, destinations):
+                    out[name] = (
+                        f"-- no query: a typed place matched no name ({origins}, {destinations})"
+                    )
+                    continue
+                stmt = build(q, now, origins, destinations)
+                out[name] = str(
+                    stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+                )
+    finally:
+        await engine.dispose()
+    return out
 
 
 async def explain(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        for name, sql in _explained().items():
+        for name, sql in (await _explained(url)).items():
+            if sql.startswith("--"):
+                print(f"\n-- {name}\n{sql}")
+                continue
             plan = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql)
             print(f"\n-- {name}\n" + "\n".join(r[0] for r in plan))
     finally:

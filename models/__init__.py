@@ -11,6 +11,7 @@ from models.notification import Notification
 from models.refresh_token import RefreshToken
 from models.review import Review
 from models.ride import Ride
+from models.ride_place import RidePlace
 from models.ride_reminder import RideReminder
 from models.session_revocation import SessionRevocation
 from models.user import User
@@ -30,6 +31,7 @@ __all__ = [
     "RefreshToken",
     "Review",
     "Ride",
+    "RidePlace",
     "RideReminder",
     "SessionRevocation",
     "User",

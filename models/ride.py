@@ -61,6 +61,17 @@ class Ride(CreatedAtMixin, Base):
             text("lower(destination) gin_trgm_ops"),
             postgresql_using="gin",
         ),
+        # Routes by exact (lower-cased) place: what substring search uses once the typed text
+        # is matched against ride_places (migration 20261130_perf_01, with extended statistics
+        # on the pair).
+        Index(
+            "ix_rides_route",
+            "status",
+            text("lower(origin)"),
+            text("lower(destination)"),
+            "departure_at",
+        ),
+        Index("ix_rides_status_destination", "status", text("lower(destination)"), "departure_at"),
         Index(
             "ix_rides_origin_point",
             "origin_lat",

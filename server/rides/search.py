@@ -10,16 +10,19 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Float,
     Integer,
     Select,
     String,
     and_,
+    any_,
     bindparam,
     func,
     or_,
     select,
+    text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -93,8 +96,8 @@ def _sort_key(sort: Sort) -> ColumnElement[Any]:
 # as much CPU as decoding the page's rows (docs/decisions.md D38).
 @dataclass(frozen=True, slots=True)
 class _Shape:
-    origin: bool
-    destination: bool
+    origin: Match
+    destination: Match
     departure_from: bool
     departure_to: bool
     min_seats: bool
@@ -107,11 +110,50 @@ class _Shape:
     after: bool
 
 
+Match = Literal["", "like", "any"]
+"""How a typed place is searched: not at all, by substring, or among the place names it matched."""
+
+MAX_PLACES = 100
+"""A typed place matching more distinct names than this is common: the rides' own substring
+filter serves it as well (walking departures finds matches quickly)."""
+
+_PLACES_SQL = "SELECT {side} AS side, name FROM ride_places WHERE name LIKE :{side_name} ESCAPE '/'"
+_PLACES = {
+    (True, False): text(_PLACES_SQL.format(side=1, side_name="origin") + " LIMIT :cap"),
+    (False, True): text(_PLACES_SQL.format(side=2, side_name="destination") + " LIMIT :cap"),
+    (True, True): text(
+        f"({_PLACES_SQL.format(side=1, side_name='origin')} LIMIT :cap) UNION ALL "
+        f"({_PLACES_SQL.format(side=2, side_name='destination')} LIMIT :cap)"
+    ),
+}
+
+
+async def places(session: AsyncSession, q: RideQuery) -> tuple[list[str] | None, list[str] | None]:
+    """The distinct place names (lower-cased) containing the typed origin and destination, in
+    one round trip; None for a place not typed or matching more than MAX_PLACES names. An
+    empty list: no ride ever went from (to) there (docs/decisions.md D38)."""
+    origin, destination = bool(q.origin), bool(q.destination)
+    if not (origin or destination):
+        return None, None
+    values: dict[str, Any] = {"cap": MAX_PLACES + 1}
+    if q.origin:
+        values["origin"] = _pattern(q.origin)
+    if q.destination:
+        values["destination"] = _pattern(q.destination)
+    found: tuple[list[str], list[str]] = ([], [])
+    for side, name in (await session.execute(_PLACES[origin, destination], values)).all():
+        found[side - 1].append(name)
+    origins, destinations = (names if len(names) <= MAX_PLACES else None for names in found)
+    return (origins if origin else None), (destinations if destination else None)
+
+
 def _p(name: str, type_: Any = None) -> Any:
     return bindparam(name, type_=type_)
 
 
-def _like(column: Any, name: str) -> ColumnElement[bool]:
+def _place(column: Any, name: str, match: Match) -> ColumnElement[bool]:
+    if match == "any":
+        return func.lower(column) == any_(_p(f"{name}s", ARRAY(String())))
     return func.lower(column).like(_p(name, String()), escape="/")
 
 
@@ -159,9 +201,9 @@ def _statement(shape: _Shape) -> Select[tuple[Ride, User, Any]]:
     key = _sort_key(shape.sort)
     conds: list[ColumnElement[bool]] = [Ride.status == _p("status")]
     if shape.origin:
-        conds.append(_like(Ride.origin, "origin"))
+        conds.append(_place(Ride.origin, "origin", shape.origin))
     if shape.destination:
-        conds.append(_like(Ride.destination, "destination"))
+        conds.append(_place(Ride.destination, "destination", shape.destination))
     if shape.departure_from:
         conds.append(Ride.departure_at >= _p("departure_from"))
     if shape.departure_to:
@@ -225,17 +267,30 @@ def _bounded(value: Any) -> Any:
     return value
 
 
-def statement(q: RideQuery, now: datetime) -> tuple[Select[tuple[Ride, User, Any]], dict[str, Any]]:
-    """The search's SELECT (shared by every search of the same shape) and its parameters."""
+def statement(
+    q: RideQuery,
+    now: datetime,
+    origins: list[str] | None = None,
+    destinations: list[str] | None = None,
+) -> tuple[Select[tuple[Ride, User, Any]], dict[str, Any]]:
+    """The search's SELECT (shared by every search of the same shape) and its parameters.
+    `origins` / `destinations`: the place names the typed text matched (`places`); without
+    them the typed text is searched as a substring of every ride's place."""
     departure_from = q.departure_from
     if departure_from is None and q.status == "scheduled":
         departure_from = now
     after = _after(q)
     values: dict[str, Any] = {"status": q.status, "limit": q.limit + 1}
-    if q.origin:
-        values["origin"] = _pattern(q.origin)
-    if q.destination:
-        values["destination"] = _pattern(q.destination)
+    origin: Match = ""
+    destination: Match = ""
+    if q.origin and origins is not None:
+        origin, values["origins"] = "any", origins
+    elif q.origin:
+        origin, values["origin"] = "like", _pattern(q.origin)
+    if q.destination and destinations is not None:
+        destination, values["destinations"] = "any", destinations
+    elif q.destination:
+        destination, values["destination"] = "like", _pattern(q.destination)
     if departure_from is not None:
         values["departure_from"] = departure_from
     if q.departure_to is not None:
@@ -255,8 +310,8 @@ def statement(q: RideQuery, now: datetime) -> tuple[Select[tuple[Ride, User, Any
     if after is not None:
         values["after_value"], values["after_id"] = after
     shape = _Shape(
-        origin=bool(q.origin),
-        destination=bool(q.destination),
+        origin=origin,
+        destination=destination,
         departure_from=departure_from is not None,
         departure_to=q.departure_to is not None,
         min_seats=q.min_seats is not None,
@@ -271,9 +326,14 @@ def statement(q: RideQuery, now: datetime) -> tuple[Select[tuple[Ride, User, Any
     return _statement(shape), values
 
 
-def build(q: RideQuery, now: datetime) -> Select[tuple[Ride, User, Any]]:
-    """The search's SELECT with its values bound (EXPLAIN in bench/search.py, tests)."""
-    stmt, values = statement(q, now)
+def build(
+    q: RideQuery,
+    now: datetime,
+    origins: list[str] | None = None,
+    destinations: list[str] | None = None,
+) -> Select[tuple[Ride, User, Any]]:
+    """The search's SELECT with its values bound (EXPLAIN in bench/search.py)."""
+    stmt, values = statement(q, now, origins, destinations)
     return stmt.params(values)
 
 
@@ -286,7 +346,10 @@ def _cursor_value(sort: Sort, value: Any) -> Any:
 
 
 async def search(session: AsyncSession, q: RideQuery) -> tuple[list[tuple[Ride, User]], str | None]:
-    stmt, values = statement(q, datetime.now(UTC))
+    origins, destinations = await places(session, q)
+    stmt, values = statement(q, datetime.now(UTC), origins, destinations)  # checks the cursor
+    if origins == [] or destinations == []:
+        return [], None  # no ride ever went from (to) a place like that
     rows = (await session.execute(stmt, values)).all()
     page = rows[: q.limit]
     cursor = None
