@@ -110,7 +110,8 @@ def options(args: argparse.Namespace) -> Options:
 async def run(args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # stop in order: servers, database, keys
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     if bool(args.url) == bool(args.spawn):
         raise SystemExit("kuda loadtest: give either --url (one or more) or --spawn N")
     extra = dict(kv.split("=", 1) for kv in args.server_env)

@@ -6,11 +6,18 @@ REDIS_URL (with a REDIS_PREFIX of their own, whose keys are deleted at the end; 
 never flushed). They run with the settings a benchmark needs: the per-user limits off
 (`WRITE_RATE_PER_USER=0`, a high `SOCKETS_PER_USER`, a high auth rate per IP) and a high op rate
 per socket; everything else is the production default unless `--server-env` says otherwise.
+
+Spawned servers never outlive the tool: each runs in a process group of its own (a Ctrl-C in
+the terminal reaches the tool, which stops them in order, not them), is told by the kernel to
+stop (SIGTERM) when the tool dies however it dies, SIGKILL included (Linux: PR_SET_PDEATHSIG,
+set before `kuda serve` is exec'd), and whatever is still running when the interpreter exits
+(an exception, a second Ctrl-C during cleanup) is stopped by an atexit handler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import secrets
@@ -38,6 +45,34 @@ BENCH_ENV = {
 }
 
 
+# Sets the parent-death signal, checks the parent did not die before that, then becomes
+# `kuda serve` (the setting survives exec). Started from the event loop's thread: the kernel
+# sends the signal when the thread that forked exits, so never start instances from a worker
+# thread.
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(0)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
+_running: set[Instance] = set()
+
+
+def server_command(port: int) -> list[str]:
+    serve = ["-m", "server", "serve", "--port", str(port)]
+    if sys.platform != "linux":
+        return [sys.executable, *serve]
+    return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *serve]
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Servers still running when the tool's interpreter exits: stopped now."""
+    for inst in list(_running):
+        inst.stop(timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,12 +90,14 @@ class Instance:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--port", str(self.port)],
+            server_command(self.port),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
+        _running.add(self)
 
     @property
     def pid(self) -> int:
@@ -81,14 +118,18 @@ class Instance:
         raise TimeoutError(f"{self.base} not ready:\n{self.log_tail()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """Signal the server's process group (its own workers too), wait, then SIGKILL it."""
         proc = self.proc
+        _running.discard(self)
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(sig)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
     def log_tail(self, lines: int = 30) -> str:

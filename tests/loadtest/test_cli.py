@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,83 @@ def test_resume_recovers_every_client_after_a_restart(tmp_path: Path) -> None:
     assert r["recovered"] == 20 and r["unrecovered"] == 0
     assert (r["lost"], r["duplicated"], r["out_of_order"]) == (0, 0, 0)
     assert r["all_recovered_s"] is not None
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live processes whose parent is `pid`: {pid: command line}."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _gone(pids: list[int], within_s: float) -> list[int]:
+    """The pids still alive after waiting up to `within_s` for them to exit."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def _start_idle(database_url: str, redis_prefix: str) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """`kuda loadtest idle --spawn 2` held for a long while; returns once its servers are up
+    and its client processes have started (the scenario is running)."""
+    env = kuda_env(DATABASE_URL=database_url, REDIS_URL=services.REDIS_URL)
+    args = ["idle", "--spawn", "2", "--no-progress", "--procs", "1", "--users", "2"]
+    args += ["--sockets", "4", "--duration", "300", "--server-env", f"REDIS_PREFIX={redis_prefix}"]
+    tool = subprocess.Popen(
+        [*KUDA_LOADTEST, *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        children = _children(tool.pid)
+        servers = [p for p, cmd in children.items() if "server serve" in cmd]
+        if len(servers) == 2 and any("kuda.loadtest.worker" in c for c in children.values()):
+            return tool, servers
+        assert tool.poll() is None, "kuda loadtest exited before its scenario ran"
+        time.sleep(0.2)
+    tool.kill()
+    raise AssertionError("kuda loadtest did not start its servers and clients")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "how", [signal.SIGKILL, signal.SIGINT, signal.SIGHUP], ids=["SIGKILL", "SIGINT", "SIGHUP"]
+)
+def test_spawned_servers_never_outlive_the_tool(
+    database_url: str, redis_prefix: str, redis: object, how: signal.Signals
+) -> None:
+    """However the tool ends (killed outright, interrupted, its terminal gone), the `kuda
+    serve` processes it spawned stop too instead of holding their ports and connections."""
+    tool, servers = _start_idle(database_url, redis_prefix)
+    try:
+        tool.send_signal(how)
+        tool.wait(120)
+        assert _gone(servers, within_s=60) == []
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+        for pid in servers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
