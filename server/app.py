@@ -34,6 +34,7 @@ from server.http_metrics import HttpCollector, HttpTallies
 from server.jobs import create_runner
 from server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from server.notifications.router import router as notifications_router
+from server.openapi_errors import document_errors
 from server.ratelimit import Counter, MemoryCounter, RedisCounter, WriteLimit
 from server.realtime import create_realtime
 from server.replica import ReadReplica, ReplicaCollector
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.http_tallies = tallies = HttpTallies()
     install_error_handlers(app)
+    document_errors(app)  # the error shape in the OpenAPI schema
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.allowed_origins:  # browsers on these origins may call the REST API
         app.add_middleware(

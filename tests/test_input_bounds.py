@@ -40,6 +40,8 @@ async def user(client: httpx.AsyncClient) -> Account:
         {"cursor": cursor(["price", "NaN", 1]), "sort": "price"},
         {"cursor": cursor(["driver_rating", "1e400", 1]), "sort": "driver_rating"},
         {"cursor": cursor(["departure_at", "2027-01-01T00:00:00+00:00", 2**70])},
+        {"max_price": "4.4e307"},  # found by schemathesis (tests/test_openapi_fuzz.py)
+        {"max_price": "inf"},
     ],
 )
 async def test_search_refuses_unrepresentable_dates_and_tampered_cursors(
@@ -47,6 +49,18 @@ async def test_search_refuses_unrepresentable_dates_and_tampered_cursors(
 ) -> None:
     r = await client.get("/api/v1/rides", params=params, headers=user.headers)
     assert_error(r, 422, "validation_error")
+
+
+async def test_a_max_price_above_every_price_filters_nothing(
+    client: httpx.AsyncClient, user: Account
+) -> None:
+    """Up to an alert's bound (1e9) a search's max_price is accepted; past the most a seat may
+    cost (1e6, the column holds 1e8) it filters nothing more. 1e8 was a 500 (numeric overflow)."""
+    await make_ride(client, user, price=1_000_000)
+    for max_price in ("100000000", "999999999.5"):
+        r = await client.get("/api/v1/rides", params={"max_price": max_price}, headers=user.headers)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["items"]) == 1
 
 
 @pytest.mark.parametrize(

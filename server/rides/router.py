@@ -22,10 +22,20 @@ from server.deps import (
 from server.replica import ReadsDep
 from server.rides import search as ride_search
 from server.rides import service
-from server.rides.schemas import RideIn, RideKind, RideOut, RidePage, RidePatch, RideStatus
+from server.rides.schemas import (
+    MAX_PRICE,
+    RideIn,
+    RideKind,
+    RideOut,
+    RidePage,
+    RidePatch,
+    RideStatus,
+)
 from server.rides.views import ride_view
 from server.snapshot import SnapshotSessionDep
 from server.validation import Instant, PathId, Text
+
+MAX_SEARCH_PRICE = 1_000_000_000  # as an alert's max_price; above it: 422
 
 router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
 mine_router = APIRouter(prefix="/api/v1/users/me", tags=["rides"])
@@ -65,7 +75,7 @@ async def search_rides(
     departure_from: Instant | None = None,
     departure_to: Instant | None = None,
     min_seats: Annotated[int | None, Query(ge=1, le=8)] = None,
-    max_price: Annotated[float | None, Query(ge=0)] = None,
+    max_price: Annotated[float | None, Query(ge=0, le=MAX_SEARCH_PRICE)] = None,
     min_driver_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
     kind: RideKind | None = None,
     status: RideStatus = "scheduled",
@@ -85,7 +95,7 @@ async def search_rides(
         departure_from=departure_from,
         departure_to=departure_to,
         min_seats=min_seats,
-        max_price=max_price,
+        max_price=None if max_price is None else min(max_price, MAX_PRICE),  # fits NUMERIC(10,2)
         min_driver_rating=min_driver_rating,
         kind=kind,
         status=status,

@@ -13,6 +13,10 @@ RideStatus = Literal["scheduled", "started", "completed", "cancelled"]
 Place = str
 
 
+MAX_PRICE = 1_000_000
+"""The most a seat may cost (a search's `max_price` above it filters nothing more)."""
+
+
 class Point(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,7 +52,7 @@ class RideIn(_RideFields):
     destination: Text = Field(min_length=1, max_length=200)
     departure_at: Instant
     seats_total: int = Field(ge=1, le=8)
-    price: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=2)
+    price: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE, decimal_places=2)
     currency: str = Field(default="RUB", pattern=r"^[A-Za-z]{3}$")
     notes: Text | None = Field(default=None, max_length=2000)
     kind: RideKind = "ride"
@@ -62,7 +66,7 @@ class RidePatch(_RideFields):
     destination: Text | None = Field(default=None, min_length=1, max_length=200)
     departure_at: Instant | None = None
     seats_total: int | None = Field(default=None, ge=1, le=8)
-    price: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=2)
+    price: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE, decimal_places=2)
     currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
     notes: Text | None = Field(default=None, max_length=2000)
     instant_booking: bool | None = None
