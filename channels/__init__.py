@@ -8,7 +8,7 @@ transactions, and publishes live-only events with `Realtime.publish_ephemeral` o
 
 from channels.authz import Access, ChannelError, ChannelRegistry, ResolvedChannel
 from channels.codes import CloseCode, ErrorCode
-from channels.events import append, lock_channels, publish_after_commit, revoke
+from channels.events import append, append_many, lock_channels, publish_after_commit, revoke
 from channels.node import NodeConfig, Realtime
 from channels.types import AuthError, Event, Identity, Unavailable
 
@@ -26,6 +26,7 @@ __all__ = [
     "ResolvedChannel",
     "Unavailable",
     "append",
+    "append_many",
     "lock_channels",
     "publish_after_commit",
     "revoke",

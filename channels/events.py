@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +37,31 @@ _APPEND = text(
     RETURNING id, seq, acl_version, created_at
     """
 ).bindparams(bindparam("data", type_=JSONB))
+
+# Several events at once: each channel's counter moves by its number of events in one upsert
+# (rows taken in channel order, as `lock_channels` does), and each event gets the next seq of
+# its channel in the order given.
+_APPEND_MANY = text(
+    """
+    WITH req AS (
+        SELECT channel, event, data, ord
+        FROM unnest(CAST(:channels AS text[]), CAST(:events AS text[]), CAST(:datas AS jsonb[]))
+             WITH ORDINALITY AS t(channel, event, data, ord)
+    ), n AS (
+        SELECT channel, count(*) AS k FROM req GROUP BY channel
+    ), s AS (
+        INSERT INTO channel_seqs AS c (channel, seq) SELECT channel, k FROM n ORDER BY channel
+        ON CONFLICT (channel) DO UPDATE SET seq = c.seq + EXCLUDED.seq
+        RETURNING channel, seq, acl_version
+    )
+    INSERT INTO events (channel, seq, event, data, acl_version)
+    SELECT r.channel, s.seq - n.k + row_number() OVER (PARTITION BY r.channel ORDER BY r.ord),
+           r.event, r.data, s.acl_version
+    FROM req r JOIN n USING (channel) JOIN s USING (channel)
+    ORDER BY r.ord
+    RETURNING id, channel, seq, acl_version, created_at
+    """
+)
 
 _REVOKE = text(
     """
@@ -132,6 +158,29 @@ async def append(session: AsyncSession, channel: str, event: str, data: JSONObje
     row = (await session.execute(_APPEND, params)).one()
     stored = Event(channel=channel, event=event, data=data, at=row.created_at, seq=row.seq)
     track(session, row.id, stored, row.acl_version)
+    return stored
+
+
+async def append_many(
+    session: AsyncSession, items: Sequence[tuple[str, str, JSONObject]]
+) -> list[Event]:
+    """`append` of each (channel, event, data), in that order, in one statement: the same
+    guarantees (per-channel seqs without gaps, in the order given, published after commit).
+    The counters are taken sorted by channel, so this needs no `lock_channels` first."""
+    if not items:
+        return []
+    params = {
+        "channels": [c for c, _, _ in items],
+        "events": [e for _, e, _ in items],
+        "datas": [orjson.dumps(d).decode() for _, _, d in items],
+    }
+    rows = sorted((await session.execute(_APPEND_MANY, params)).all(), key=lambda r: r.id)
+    stored: list[Event] = []
+    for row, (channel, event, data) in zip(rows, items, strict=True):
+        assert row.channel == channel  # ids follow the order given (INSERT ... ORDER BY)
+        appended = Event(channel=channel, event=event, data=data, at=row.created_at, seq=row.seq)
+        track(session, row.id, appended, row.acl_version)
+        stored.append(appended)
     return stored
 
 

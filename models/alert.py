@@ -12,7 +12,7 @@ from models.base import Base, CreatedAtMixin
 class Alert(CreatedAtMixin, Base):
     """A saved search: its owner hears (`ride.matched`) about each ride published or changed so
     that it matches. `origin_key`/`destination_key` hold the lowered texts that matching looks
-    up by equality against the substrings of a ride's lowered texts (docs/decisions.md D34)."""
+    up by equality against the substrings of a ride's lowered text (docs/decisions.md D34)."""
 
     __tablename__ = "alerts"
     __table_args__ = (
@@ -23,7 +23,8 @@ class Alert(CreatedAtMixin, Base):
             name="window_ordered",
         ),
         Index("ix_alerts_user", "user_id", "id"),
-        Index("ix_alerts_route", "origin_key", "destination_key"),
+        Index("ix_alerts_origin_key", "origin_key"),
+        Index("ix_alerts_destination_key", "destination_key"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -259,7 +259,7 @@ async def cancel(
     matches: list[alert_matching.Match] = []
     if booking.status == "confirmed":  # seats back: the ride may now match alerts
         await _free_seats(session, ride, booking.seats)
-        matches = await alert_matching.claim(session, ride.id)  # before the counters: D33
+        matches = await alert_matching.claim(session, ride)  # before the counters: D33
     users = [booking.passenger_id, ride.driver_id, *alert_matching.owners(matches)]
     await lock_channels(session, ride, users, chat=True)
     other = ride.driver_id if user.id == booking.passenger_id else booking.passenger_id

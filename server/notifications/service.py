@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import channels
@@ -26,6 +27,38 @@ async def notify(session: AsyncSession, user_id: int, kind: str, data: dict[str,
     await session.refresh(note)
     payload = NotificationOut.model_validate(note).model_dump(mode="json")
     await channels.append(session, channel_names.user(user_id), "notification.created", payload)
+
+
+async def notify_many(
+    session: AsyncSession, notes: Sequence[tuple[int, str, dict[str, Any]]]
+) -> None:
+    """`notify` for each (user_id, kind, data), in that order, in two statements whatever their
+    number (a ride matching hundreds of alerts)."""
+    if not notes:
+        return
+    stmt = insert(Notification).returning(
+        Notification.id,
+        Notification.user_id,
+        Notification.kind,
+        Notification.data,
+        Notification.created_at,
+        Notification.read_at,
+        sort_by_parameter_order=True,
+    )
+    rows = (
+        await session.execute(stmt, [{"user_id": u, "kind": k, "data": d} for u, k, d in notes])
+    ).all()
+    await channels.append_many(
+        session,
+        [
+            (
+                channel_names.user(row.user_id),
+                "notification.created",
+                NotificationOut.model_validate(row).model_dump(mode="json"),
+            )
+            for row in rows
+        ],
+    )
 
 
 async def list_for(

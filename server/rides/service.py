@@ -152,7 +152,7 @@ async def update(
     await session.refresh(ride)
     view = ride_view(ride, user)
     passengers = await confirmed_passengers(session, ride.id)
-    matches = await alert_matching.claim(session, ride.id)  # before the counters: D33
+    matches = await alert_matching.claim(session, ride)  # before the counters: D33
     await lock_channels(session, ride, [*passengers, *alert_matching.owners(matches)])
     await _ride_event(
         session, ride, view, "ride.updated", notify=passengers, notify_kind="ride.updated"

@@ -133,6 +133,65 @@ async def test_channels_have_independent_seqs(maker: Maker, sink: Sink) -> None:
     assert await state(maker, "nobody:1") == ChannelState(head=0, trimmed=0, acl=0)
 
 
+async def test_append_many_continues_each_channels_seqs_in_the_order_given(
+    maker: Maker, sink: Sink, db_conn: asyncpg.Connection
+) -> None:
+    async with bound(maker, sink) as s:
+        await events.append(s, "user:1", "e", {"n": 0})
+        await events.revoke(s, "user:2", 7)
+        await s.commit()
+        batch = [
+            ("user:1", "a", {"n": 1}),
+            ("user:2", "b", {"n": 2}),
+            ("user:1", "c", {"n": 3}),
+            ("ride:9", "d", {"n": 4}),
+            ("user:1", "e", {"n": 5}),
+        ]
+        appended = await events.append_many(s, batch)
+        assert await events.append_many(s, []) == []
+        await s.commit()
+    assert [(e.channel, e.event, e.data, e.seq) for e in appended] == [
+        ("user:1", "a", {"n": 1}, 2),
+        ("user:2", "b", {"n": 2}, 1),
+        ("user:1", "c", {"n": 3}, 3),
+        ("ride:9", "d", {"n": 4}, 1),
+        ("user:1", "e", {"n": 5}, 4),
+    ]
+    assert [(i.channel, i.event.seq if i.event else None) for i in sink.batches[-1]] == [
+        (e.channel, e.seq) for e in appended
+    ]  # handed over in the order given
+    assert [i.acl for i in sink.batches[-1]] == [0, 1, 0, 0, 0]  # user:2 was revoked once
+    assert await stored(db_conn, "user:1") == [
+        (1, "e", {"n": 0}), (2, "a", {"n": 1}), (3, "c", {"n": 3}), (4, "e", {"n": 5})
+    ]  # fmt: skip
+    assert (await state(maker, "user:2")).head == 1
+
+
+async def test_append_many_and_append_race_without_gaps_or_deadlocks(
+    maker: Maker, sink: Sink, db_conn: asyncpg.Connection
+) -> None:
+    channels = [f"user:{n}" for n in range(6)]
+
+    async def writer(n: int) -> None:
+        async with bound(maker, sink) as s:
+            if n % 2:
+                mine = channels[n % 3 :] + channels[::-1]
+                await events.append_many(s, [(c, "many", {"w": n}) for c in mine])
+            else:
+                await events.lock_channels(s, channels[n % 4 :])
+                for c in channels[n % 4 :]:
+                    await events.append(s, c, "one", {"w": n})
+            await s.commit()
+
+    await asyncio.gather(*(writer(n) for n in range(16)))
+    for channel in channels:
+        seqs = [r["seq"] for r in await db_conn.fetch(
+            "SELECT seq FROM events WHERE channel = $1 ORDER BY seq", channel
+        )]  # fmt: skip
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert sorted(sink.seqs(channel)) == seqs
+
+
 async def test_concurrent_writers_get_each_seq_exactly_once(
     maker: Maker, sink: Sink, db_conn: asyncpg.Connection
 ) -> None:
