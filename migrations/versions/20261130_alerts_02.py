@@ -1,7 +1,7 @@
 """alerts: one index per key (matching looks up the shorter of a ride's two texts)
 
 Revision ID: 20261130_alerts_02
-Revises: 20261130_alerts_01
+Revises: 20261130_perf_01
 Create Date: 2026-11-30
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "20261130_alerts_02"
-down_revision: str | None = "20261130_alerts_01"
+down_revision: str | None = "20261130_perf_01"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
