@@ -350,16 +350,21 @@ class Gateway:
         if not events.is_recoverable(since, state):
             return state.head, state.acl, False, []
         frames = await self._replay_frames(resolved.name, since, state.head)
+        if frames is None:  # trimmed since the state was read: refetch, never a silent gap
+            return state.head, state.acl, False, []
         return state.head, state.acl, True, frames
 
-    async def _replay_frames(self, channel: str, since: int, until: int) -> list[OutFrame]:
+    async def _replay_frames(self, channel: str, since: int, until: int) -> list[OutFrame] | None:
         """Committed events never change, so a replay range is read and encoded once for the
-        many clients that resume together after a restart (an LRU bounded in bytes)."""
+        many clients that resume together after a restart (an LRU bounded in bytes). None when
+        the range is no longer whole (retention trimmed its start after the state was read)."""
         key = (channel, since, until)
         frames = self._replays.get(key)
         if frames is None:
             async with self._sessionmaker() as session:
                 rows = await events.replay(session, channel, since, until)
+            if len(rows) != until - since:  # seqs have no gaps: a whole range has them all
+                return None
             frames = [OutFrame(protocol.encode(row.event.to_frame())) for row in rows]
             self._replays.put(key, frames)
         return frames

@@ -241,3 +241,26 @@ async def test_concurrent_first_subscribers_of_a_channel_each_get_everything_onc
     await task
     for seqs in results:
         assert seqs == list(range(1, total + 1))
+
+
+async def test_a_replay_range_trimmed_after_the_state_was_read_is_not_recovered(
+    live: LiveServer, alice: Account
+) -> None:
+    """Retention may delete the start of a range between the subscribe's state read and its
+    replay read (the trim commits in between): the client is told to refetch, never handed a
+    replay with its first events missing. Simulated by deleting the rows without moving the
+    channel's retention mark, which is what the replay read then sees."""
+    channel = f"user:{alice.id}"
+    await _append(live, channel, 10)
+    async with live.sessionmaker() as s:
+        await s.execute(text("DELETE FROM events WHERE channel = :c AND seq <= 3"), {"c": channel})
+        await s.commit()
+    async with ws_connect(live.ws_url, alice.access_token) as ws:
+        await ws.expect("welcome")
+        ack = await ws.request({"op": "subscribe", "channel": channel, "since": 1})
+        assert ack["type"] == "subscribed", ack
+        assert ack["recovered"] is False and ack["seq"] == 10
+        await ws.request({"op": "unsubscribe", "channel": channel})
+        await ws.send({"op": "subscribe", "channel": channel, "since": 3})  # still whole
+        assert [e["seq"] for e in await ws.events(7)] == list(range(4, 11))
+        assert (await ws.expect("subscribed"))["recovered"] is True
