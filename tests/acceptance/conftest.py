@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,12 @@ contract says), rides auto-completed 2 s after departure, fast shutdown, and no 
 
 @dataclass
 class Deployment:
-    """Two instances `a` and `b` on one PostgreSQL and one Redis."""
+    """Two instances `a` and `b` (and any `extra` ones) on one PostgreSQL and one Redis."""
 
     cluster: Cluster
     a: Server
     b: Server
+    extra: dict[str, Server] = field(default_factory=dict)
 
     @property
     def instances(self) -> tuple[Server, Server]:
@@ -82,19 +83,28 @@ async def _welcomed(url: str, token: str, **kw: Any) -> AsyncIterator[WsClient]:
 
 
 @contextlib.asynccontextmanager
-async def deployment(database_url: str, tmp: Path, **env: str) -> AsyncIterator[Deployment]:
-    """Start two instances at once (`env` overrides their settings); on exit stop them, drop
-    their Redis keys and fail if either logged a traceback."""
-    cluster = Cluster(database_url, REDIS_URL, tmp, factory=_no_in_process)
-    servers = [Server(cluster.env(**env), tmp / f"{name}.log") for name in ("a", "b")]
-    cluster.processes.extend(servers)
+async def deployment(
+    database_url: str,
+    tmp: Path,
+    redis_url: str = REDIS_URL,
+    extra: dict[str, dict[str, str]] | None = None,
+    **env: str,
+) -> AsyncIterator[Deployment]:
+    """Start two instances `a` and `b` (`env` overrides their settings), and the `extra` ones
+    (name -> their own overrides, in `Deployment.extra`), all at once, on one Redis; on exit
+    stop them, drop their Redis keys and fail if one logged a traceback."""
+    cluster = Cluster(database_url, redis_url, tmp, factory=_no_in_process)
+    names = {"a": {}, "b": {}, **(extra or {})}
+    servers = {n: Server(cluster.env(**{**env, **e}), tmp / f"{n}.log") for n, e in names.items()}
+    cluster.processes.extend(servers.values())
     try:
-        await asyncio.gather(*(asyncio.to_thread(s.wait_ready) for s in servers))
-        yield Deployment(cluster, *servers)
+        await asyncio.gather(*(asyncio.to_thread(s.wait_ready) for s in servers.values()))
+        others = {n: s for n, s in servers.items() if n not in ("a", "b")}
+        yield Deployment(cluster, servers["a"], servers["b"], others)
     finally:
-        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers.values()))
         await forget_prefix(cluster.redis_url, cluster.prefix)
-    for server in servers:
+    for server in servers.values():
         assert "Traceback" not in server.log(), server.log()
 
 

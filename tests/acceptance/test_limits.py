@@ -4,11 +4,14 @@ the default write limit on the shared pair)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 
@@ -17,6 +20,7 @@ from tests.domain.conftest import book, make_ride
 from tests.faults.kuda import wait_until
 from tests.helpers import assert_error, login, signup
 from tests.live import ws_connect
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +32,20 @@ Post = Callable[[], Awaitable[httpx.Response]]
 
 
 @pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of this module's own: the last test makes it slow, then stops and restarts it."""
+    server = RedisServer().start()
+    yield server
+    if server.proc is not None:
+        server.proc.send_signal(signal.SIGCONT)
+    server.kill()
+
+
+@pytest.fixture(scope="module")
 async def limited(
-    database_url: str, redis_available: bool, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Deployment]:
+    """`a` and `b` with small limits, and `unlimited` with `WRITE_RATE_PER_USER=0`."""
     env = {
         "WRITE_RATE_PER_USER": str(WRITES),
         "SOCKETS_PER_USER": str(SOCKETS),
@@ -38,7 +53,9 @@ async def limited(
         "AUTH_REQUESTS_PER_IP": "100000",
         "DRAIN_S": "0",
     }
-    async with deployment(database_url, tmp_path_factory.mktemp("limits"), **env) as d:
+    tmp = tmp_path_factory.mktemp("limits")
+    extra = {"unlimited": {"WRITE_RATE_PER_USER": "0"}}
+    async with deployment(database_url, tmp, redis_server.url, extra, **env) as d:
         yield d
 
 
@@ -60,6 +77,17 @@ def assert_rate_limited(response: httpx.Response, window_s: int = 60) -> None:
     assert_error(response, 429, "rate_limited")
     retry_after = response.headers.get("Retry-After", "")
     assert retry_after.isdigit() and 1 <= int(retry_after) <= window_s, response.headers
+
+
+def assert_refused_429(refused: InvalidStatus) -> None:
+    """A refused handshake: 429 with `Retry-After` and the contract's error shape."""
+    response = refused.response
+    assert response.status_code == 429
+    retry_after = response.headers.get("Retry-After", "")
+    assert retry_after.isdigit() and int(retry_after) >= 1, response.headers
+    body = orjson.loads(response.body or b"{}")
+    assert set(body) == {"error"} and body["error"]["code"] == "rate_limited", body
+    assert body["error"]["message"]
 
 
 async def assert_budget(posts: list[Post], already: int = 0) -> None:
@@ -191,7 +219,7 @@ async def test_the_next_handshake_beyond_sockets_per_user_is_refused_with_429(
             with pytest.raises(InvalidStatus) as refused:
                 async with ws_connect(limited.ws_url(server), user.access_token):
                     pass
-            assert refused.value.response.status_code == 429
+            assert_refused_429(refused.value)
         await second.close()
 
         async def accepted() -> bool:
@@ -245,3 +273,56 @@ async def test_the_default_write_rate_is_120_a_minute(
         assert_rate_limited(
             await on_a.post(url, json={"body": "one too many"}, headers=driver.headers)
         )
+
+
+async def test_write_rate_0_turns_the_limit_off(limited: Deployment) -> None:
+    async with httpx.AsyncClient(base_url=limited.extra["unlimited"].base_url) as http:
+        driver = await signup(http)
+        ride = await make_ride(http, driver)
+        url = f"/api/v1/rides/{ride['id']}/messages"
+        for n in range(125):  # beyond the default 120 too
+            r = await http.post(url, json={"body": f"m{n}"}, headers=driver.headers)
+            assert r.status_code == 201, (n, r.text)
+
+
+async def wrong_logins(deployment: Deployment, email: str, n: int = 20) -> list[int]:
+    """`n` wrong passwords for `email` at once, half on each instance, from fresh clients."""
+
+    async def wrong(url: str) -> int:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as stranger:
+            return (await login(stranger, email, "wrong-password-3")).status_code
+
+    urls = [s.base_url for s in deployment.instances] * (n // 2)
+    return sorted(await asyncio.gather(*(wrong(url) for url in urls)))
+
+
+async def test_the_login_failure_limit_holds_when_redis_is_slow_or_down(
+    limited: Deployment, redis_server: RedisServer, a: httpx.AsyncClient
+) -> None:
+    slow, down = await signup(a), await signup(a)
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)  # connections open, no answers
+    try:
+        statuses = await wrong_logins(limited, slow.email)
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    assert statuses == [401] * FAILURES + [429] * (20 - FAILURES), statuses
+    redis_server.kill()
+    try:
+        statuses = await wrong_logins(limited, down.email)
+    finally:
+        redis_server.start()  # back, so the instances stop promptly
+    assert statuses == [401] * FAILURES + [429] * (20 - FAILURES), statuses
+
+
+async def test_the_default_socket_limit_is_20_across_instances(kuda: Deployment) -> None:
+    async with httpx.AsyncClient(base_url=kuda.a.base_url) as http:
+        user = await signup(http)
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(20):
+            server = kuda.instances[n % 2]
+            await stack.enter_async_context(kuda.socket(server, user.access_token))
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(kuda.ws_url(kuda.b), user.access_token):
+                pass
+        assert_refused_429(refused.value)

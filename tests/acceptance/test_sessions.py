@@ -14,7 +14,7 @@ import pytest
 from tests.acceptance.conftest import Deployment, events_until
 from tests.domain.conftest import book, make_ride
 from tests.helpers import PASSWORD, Account, assert_error, login, register, signup
-from tests.live import WsClient
+from tests.live import WsClient, ws_connect
 from tests.test_sessions_cluster import close_code
 
 pytestmark = pytest.mark.slow
@@ -81,6 +81,21 @@ async def test_logout_closes_the_familys_sockets_4401_on_every_instance_within_2
         assert [code for code, _ in results] == [4401, 4401, 4401]
         assert max(seconds for _, seconds in results) <= WITHIN_S
         assert (await bystander.request({"op": "ping"}))["type"] == "pong"
+
+
+async def test_logout_closes_a_socket_opened_with_a_ticket_of_the_family(
+    kuda: Deployment, a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    account = await signup(a)
+    ticket = await b.post("/api/v1/auth/ws-ticket", headers=account.headers)
+    assert ticket.status_code == 200, ticket.text
+    url = kuda.ws_url(kuda.b) + "?ticket=" + ticket.json()["ticket"]
+    async with ws_connect(url) as ws:
+        await ws.expect("welcome")
+        r = await a.post("/api/v1/auth/logout", json={"refresh_token": account.refresh_token})
+        assert r.status_code == 204, r.text
+        code, seconds = await closed_within(ws, time.monotonic())
+        assert code == 4401 and seconds <= WITHIN_S
 
 
 async def test_logout_makes_rest_answer_401_to_the_familys_access_tokens(
@@ -160,6 +175,27 @@ async def test_password_change_to_a_weak_password_is_422(a: httpx.AsyncClient) -
     assert await me_status(a, account.access_token) == 200
 
 
+async def test_a_weak_new_password_is_422_even_with_a_wrong_current_one(
+    a: httpx.AsyncClient,
+) -> None:
+    """The contract's check order: 422 for a malformed body before 403."""
+    account = await signup(a)
+    r = await a.post(
+        "/api/v1/users/me/password",
+        json={"current_password": "not-the-password", "new_password": "short"},
+        headers=account.headers,
+    )
+    assert_error(r, 422, "validation_error")
+
+
+async def test_changing_the_password_needs_a_valid_token(a: httpx.AsyncClient) -> None:
+    r = await a.post(
+        "/api/v1/users/me/password",
+        json={"current_password": PASSWORD, "new_password": "another-horse-77"},
+    )
+    assert_error(r, 401, "unauthorized")
+
+
 async def test_deleting_the_account_leaves_no_email_phone_or_name(
     a: httpx.AsyncClient, b: httpx.AsyncClient
 ) -> None:
@@ -218,11 +254,13 @@ async def test_deleting_the_account_cancels_its_future_rides_with_the_usual_even
         kuda.socket(kuda.b, watcher.access_token) as ride_ws,
         kuda.socket(kuda.a, passenger.access_token) as user_ws,
         kuda.socket(kuda.b, watcher.access_token) as rides_ws,
+        kuda.socket(kuda.b, passenger.access_token) as chat_ws,
     ):
         for ws, channel in (
             (ride_ws, f"ride:{ride['id']}"),
             (user_ws, f"user:{passenger.id}"),
             (rides_ws, "rides"),
+            (chat_ws, f"ride:{ride['id']}:chat"),
         ):
             ack = await ws.request({"op": "subscribe", "channel": channel})
             assert ack["type"] == "subscribed", ack
@@ -230,9 +268,20 @@ async def test_deleting_the_account_cancels_its_future_rides_with_the_usual_even
             "DELETE", "/api/v1/users/me", json={"password": PASSWORD}, headers=driver.headers
         )
         assert r.status_code == 204, r.text
-        ride_events = await events_until(ride_ws, "ride.cancelled")
-        assert ride_events[-1]["data"]["status"] == "cancelled"
-        assert ride_events[-1]["data"]["id"] == ride["id"]
+        ride_events = {f["event"]: f["data"] for f in await events_until(ride_ws, "ride.cancelled")}
+        if "booking.cancelled" not in ride_events:
+            ride_events.update(
+                {f["event"]: f["data"] for f in await events_until(ride_ws, "booking.cancelled")}
+            )
+        assert ride_events["ride.cancelled"]["status"] == "cancelled"
+        assert ride_events["ride.cancelled"]["id"] == ride["id"]
+        assert ride_events["booking.cancelled"]["booking_id"] == booking["id"]
+        ended = await chat_ws.recv()
+        assert ended == {
+            "type": "unsubscribed",
+            "channel": f"ride:{ride['id']}:chat",
+            "reason": "forbidden",
+        }
         live = await events_until(rides_ws, "ride.cancelled")
         assert live[-1]["data"]["id"] == ride["id"] and "seq" not in live[-1]
         mine = await events_until(user_ws, "booking.cancelled")
