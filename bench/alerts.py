@@ -1,7 +1,7 @@
 """Alert matching benchmark: the match query and POST /rides with 10,000 alerts and 10,000 rides,
 against the same with no alert, side by side in one run.
 
-    nice -n 10 .venv/bin/python bench/alerts.py [--alerts 10000] [--rides 10000] [--samples 300]
+    nice -n 10 .venv/bin/python bench/alerts.py [--alerts 10000] [--rides 10000] [--samples 200]
 
 Creates a throwaway database, inserts `--rides` rides between ~40 places of Tatarstan (popular
 routes more often, as in life: Zipf weights) and starts one `kuda serve`. Then, first with no
@@ -226,7 +226,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--alerts", type=int, default=10_000)
     parser.add_argument("--rides", type=int, default=10_000)
-    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
     started = time.perf_counter()
     name = f"kuda_bench_{uuid.uuid4().hex[:8]}"

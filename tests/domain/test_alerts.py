@@ -295,6 +295,8 @@ async def test_creating_draws_on_the_write_budget(
             )
             error = assert_error(r, 429, "rate_limited")
             assert int(r.headers["retry-after"]) == error["details"]["retry_after_s"] > 0
+            bad = await c.post("/api/v1/alerts", json={"origin": ""}, headers=who.headers)
+            assert_error(bad, 429, "rate_limited")  # the budget is checked before the body
             assert (await c.get("/api/v1/alerts", headers=who.headers)).status_code == 200
 
 
