@@ -354,3 +354,20 @@ async def test_never_for_a_ride_published_before_the_alert_existed(
     r = await b.patch(f"/api/v1/rides/{older['id']}", json={"price": 100}, headers=driver.headers)
     assert r.status_code == 200, r.text
     assert await watch.matched_until_sentinel(b, driver) == []
+
+
+async def test_alerts_check_401_then_422_then_404_then_409(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account, driver: Account
+) -> None:
+    body = {"origin": place(), "destination": place()}
+    assert_error(await a.post("/api/v1/alerts", json=body), 401, "unauthorized")
+    assert_error(await a.get("/api/v1/alerts"), 401, "unauthorized")
+    assert_error(await a.delete("/api/v1/alerts/1"), 401, "unauthorized")
+    for _ in range(20):
+        await create_alert(b, owner, origin=place(), destination=place())
+    bad = {"origin": place(), "destination": place(), "min_seats": 0}
+    assert_error(await a.post("/api/v1/alerts", json=bad, headers=owner.headers), 422,
+                 "validation_error")  # fmt: skip
+    assert_error(await a.post("/api/v1/alerts", json=body, headers=owner.headers), 409, "conflict")
+    assert_error(await a.delete("/api/v1/alerts/999999999", headers=owner.headers), 404,
+                 "not_found")  # fmt: skip

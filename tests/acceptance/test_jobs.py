@@ -152,14 +152,24 @@ async def test_rides_still_scheduled_or_started_after_departure_are_completed(
     passenger = await confirmed(a, b, driver, scheduled["id"])
     r = await b.post(f"/api/v1/rides/{started['id']}/start", headers=driver.headers)
     assert r.status_code == 200, r.text
-    async with kuda.socket(kuda.b, passenger.access_token) as ws:
+    async with (
+        kuda.socket(kuda.b, passenger.access_token) as ws,
+        kuda.socket(kuda.a, passenger.access_token) as live,
+    ):
         for ride in (scheduled, started):
             ack = await ws.request({"op": "subscribe", "channel": f"ride:{ride['id']}"})
             assert ack["type"] == "subscribed", ack
+        assert (await live.request({"op": "subscribe", "channel": "rides"}))["type"] == "subscribed"
         began = time.monotonic()
         frames = await events_until(ws, "ride.completed", timeout=20)
         frames += await events_until(ws, "ride.completed", timeout=20)
         print(f"both completed {time.monotonic() - began:.3f} s after subscribing")
+        ids = {scheduled["id"], started["id"]}
+        while ids:  # a live event on `rides` for each, as when the driver completes
+            frame = (await events_until(live, lambda f: f["data"].get("id") in ids))[-1]
+            if frame["data"]["status"] == "completed":
+                assert frame["event"] == "ride.updated" and "seq" not in frame, frame
+                ids.discard(frame["data"]["id"])
     completed = {f["channel"]: f["data"] for f in frames if f["event"] == "ride.completed"}
     for ride in (scheduled, started):
         data = completed[f"ride:{ride['id']}"]

@@ -207,3 +207,36 @@ async def test_a_client_id_outside_1_to_64_characters_is_422(
     assert "client_id" in str(error["details"])
     ok = await post_message(a, driver, ride["id"], "hello", "x" * 64)
     assert ok.status_code == 201, ok.text
+
+
+async def test_a_socket_send_with_a_bad_client_id_is_an_error_and_the_socket_stays_open(
+    kuda: Deployment, chat: tuple[Account, dict[str, Any]]
+) -> None:
+    driver, ride = chat
+    async with kuda.socket(kuda.a, driver.access_token) as ws:
+        channel = f"ride:{ride['id']}:chat"
+        for client_id in ("", "x" * 65):
+            frame = {"op": "send", "channel": channel, "body": "hi", "client_id": client_id}
+            refused = await ws.request({**frame, "id": "bad"})
+            assert refused["type"] == "error" and refused["code"] == "validation_error", refused
+        assert (await ws.request({"op": "ping"}))["type"] == "pong"
+
+
+async def test_my_rides_with_an_unknown_status_is_422(a: httpx.AsyncClient) -> None:
+    driver = await signup(a)
+    r = await a.get("/api/v1/users/me/rides", params={"status": "bogus"}, headers=driver.headers)
+    assert_error(r, 422, "validation_error")
+    assert_error(await a.get("/api/v1/users/me/rides"), 401, "unauthorized")
+
+
+async def test_a_malformed_message_is_422_before_403_for_a_non_member(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, chat: tuple[Account, dict[str, Any]]
+) -> None:
+    """The contract's check order (401, 422, 404, 403, ...) holds for `client_id` too."""
+    _, ride = chat
+    stranger = await signup(b)
+    bad = await post_message(b, stranger, ride["id"], "hello", "x" * 65)
+    assert_error(bad, 422, "validation_error")
+    missing = await post_message(b, stranger, 2**62, "hello", "x" * 65)
+    assert_error(missing, 422, "validation_error")
+    assert_error(await post_message(b, stranger, ride["id"], "hello", "ok"), 403, "forbidden")
