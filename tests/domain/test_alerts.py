@@ -552,3 +552,29 @@ async def test_the_match_is_pushed_on_the_users_channel(live: LiveServer) -> Non
             assert r.json()["items"] == [note]
             await patch(http, driver, ride["id"], price=270)
             assert await ws.silent()  # no second notification for the pair
+
+
+# Cost --------------------------------------------------------------------------------------
+
+
+async def test_the_match_query_looks_alerts_up_by_index(
+    client: httpx.AsyncClient, driver: Account, passenger: Account, db_conn: asyncpg.Connection
+) -> None:
+    """With a few thousand alerts the planner probes the key index (docs/decisions.md D34): no
+    scan of every alert per ride. The figures are bench/alerts.py's."""
+    from server.alerts.matching import _BY_DESTINATION, _BY_ORIGIN
+
+    await db_conn.execute(
+        """INSERT INTO alerts (user_id, origin, destination, origin_key, destination_key)
+           SELECT $1, 'Place ' || i, 'Town ' || i, 'place ' || i, 'town ' || i
+           FROM generate_series(1, 3000) AS i""",
+        passenger.id,
+    )
+    await db_conn.execute("ANALYZE alerts")
+    ride = await make_ride(client, driver, origin="Place 17", destination="Town 17 centre")
+    for stmt, index in ((_BY_ORIGIN, "ix_alerts_origin_key"),
+                        (_BY_DESTINATION, "ix_alerts_destination_key")):  # fmt: skip
+        sql = "EXPLAIN (COSTS OFF) " + str(stmt).replace(":ride_id", "$1")
+        plan = "\n".join(r[0] for r in await db_conn.fetch(sql, ride["id"]))
+        assert f"Index Scan on {index}" in plan, plan
+        assert "Seq Scan on alerts" not in plan, plan
