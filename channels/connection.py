@@ -121,9 +121,9 @@ class Connection:
         for frame in frames:
             if self.closed or stop():
                 break
-            if self._backlog() > high and not await self._drained(low, stall_s):
-                if not self.closed:
-                    self._overflow()
+            if self._backlog() > high and not await self._drained(low, stall_s, stop):
+                if not self.closed and not stop():
+                    self._overflow()  # stalled: too slow
                 break
             if self.closed or stop():
                 break
@@ -144,15 +144,15 @@ class Connection:
             return int(self._transport.get_write_buffer_size())
         return len(self._queue) if self._queue is not None else 0
 
-    async def _drained(self, low: int, stall_s: float) -> bool:
-        """Wait until the backlog is at most `low`; False if the socket closed or the backlog
-        did not shrink for `stall_s`."""
+    async def _drained(self, low: int, stall_s: float, stop: Callable[[], bool]) -> bool:
+        """Wait until the backlog is at most `low`; False if the socket closed, `stop()` said
+        so, or the backlog did not shrink for `stall_s`."""
         loop = asyncio.get_running_loop()
         backlog = self._backlog()
         deadline = loop.time() + stall_s
         while backlog > low:
             transport = self._transport
-            if self.closed or (transport is not None and transport.is_closing()):
+            if self.closed or (transport is not None and transport.is_closing()) or stop():
                 return False
             if loop.time() > deadline:
                 return False
@@ -171,6 +171,11 @@ class Connection:
         self.send(unsubscribed(channel, "forbidden"))
         if self.on_revoked is not None:
             self.on_revoked(channel)
+
+    def too_slow(self) -> None:
+        """Close 4429: the peer does not take what it is sent fast enough."""
+        if not self.closed:
+            self._overflow()
 
     def _overflow(self) -> None:
         self._tallies.overflows += 1

@@ -22,7 +22,7 @@ from channels.authz import ChannelError, ChannelRegistry, ResolvedChannel
 from channels.codes import CloseCode, ErrorCode
 from channels.connection import Connection, Limits
 from channels.faults import transient
-from channels.hub import Hub, OutFrame
+from channels.hub import Hub, OutFrame, Subscription
 from channels.metrics import Metrics
 from channels.replay_cache import ReplayCache
 from channels.roster import Roster
@@ -313,8 +313,9 @@ class Gateway:
             if frames:
                 # Paced: a replay may be larger than the socket's write bound. Live events of
                 # the channel wait in the subscription's buffer meanwhile.
-                stall_s = self.config.heartbeat_s
-                sent = await conn.push_paced(frames, stall_s, lambda: sub.dropped)
+                sent = await conn.push_paced(
+                    frames, self.config.heartbeat_s, lambda: self._replay_over(conn, sub)
+                )
                 self._metrics.replayed.inc(sent)
         except BaseException:
             self.hub.detach(sub)
@@ -329,6 +330,14 @@ class Gateway:
             await self._publish_ephemeral(
                 op.channel, "presence.joined", {"user_id": conn.user_id}, conn.user_id
             )
+
+    def _replay_over(self, conn: Connection, sub: Subscription) -> bool:
+        """Whether a paced replay should stop: the subscription was dropped (revoked), or more
+        live events of the channel are waiting behind it than a socket may have queued (the
+        reader is too slow for this channel: 4429, as any socket that cannot keep up)."""
+        if len(sub.buffer) > self.config.limits.max_queue_frames:
+            conn.too_slow()
+        return sub.dropped or conn.closed
 
     async def _sync(
         self, conn: Connection, resolved: ResolvedChannel, since: int | None

@@ -5,6 +5,7 @@ closed 4429; the client reconnected with the same `since` and was closed again, 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from channels import append
+from channels.events import revoke
 from tests.helpers import signup
 from tests.live import LiveServer, WsClient, ws_connect
 
@@ -113,3 +115,85 @@ async def test_a_peer_that_reads_nothing_during_a_replay_is_closed_too_slow(
         await ws.expect("welcome")
         ack = await ws.request({"op": "subscribe", "channel": channel})
         assert ack["type"] == "subscribed" and ack["seq"] == MAX_REPLAY
+
+
+async def test_a_replay_behind_more_live_events_than_a_socket_may_queue_is_too_slow(
+    live_factory: Callable[..., Any],
+) -> None:
+    """While a replay is paced, the channel's live events wait behind it. A reader so slow
+    that more than a socket's queue bound (1,000 frames) piles up there is closed 4429 (it
+    resumes with `since`), rather than pinning every frame the channel gets meanwhile."""
+    live: LiveServer = await live_factory(
+        ws_max_buffer_bytes=16 * 1024, replay_cache_bytes=0, heartbeat_s=300
+    )
+    async with httpx.AsyncClient(base_url=live.http) as http:
+        user = await signup(http)
+    channel = f"user:{user.id}"
+    async with live.sessionmaker() as session:
+        for i in range(MAX_REPLAY):
+            await append(session, channel, "note", {"i": i, "blob": BLOB})
+        await session.commit()
+    tallies = live.app.state.realtime.metrics.tallies
+    async with ws_connect(
+        live.ws_url, user.access_token, sock=_slow_socket(live), max_queue=1, ping_interval=None
+    ) as ws:
+        await ws.expect("welcome")
+        await ws.send({"op": "subscribe", "channel": channel, "since": 0})
+        assert (await ws.recv(timeout=10))["seq"] == 1  # the replay has started; now it stalls
+        async with live.sessionmaker() as session:
+            for i in range(1001):
+                await append(session, channel, "note", {"live": i})
+            await session.commit()
+        async with asyncio.timeout(60):
+            while tallies.overflows == 0:
+                await asyncio.sleep(0.05)
+        seqs = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                frame = await ws.recv(timeout=30)
+                assert frame["type"] == "event", frame  # closed before its ack
+                seqs.append(frame["seq"])
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    assert seqs == list(range(2, len(seqs) + 2)) and seqs[-1] < MAX_REPLAY
+    assert tallies.overflows == 1
+
+
+def _slow_socket(live: LiveServer) -> socket.socket:
+    """A client socket whose replay stalls at once: a 4 KiB receive buffer, and 536-byte
+    segments so that the server's kernel send buffer stays small too."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.connect(("127.0.0.1", live.port))
+    return sock
+
+
+async def test_a_revocation_during_a_paced_replay_ends_the_replay_not_the_socket(
+    live_factory: Callable[..., Any],
+) -> None:
+    live: LiveServer = await live_factory(
+        ws_max_buffer_bytes=16 * 1024, replay_cache_bytes=0, heartbeat_s=300
+    )
+    async with httpx.AsyncClient(base_url=live.http) as http:
+        user = await signup(http)
+    channel = f"user:{user.id}"
+    async with live.sessionmaker() as session:
+        for i in range(MAX_REPLAY):
+            await append(session, channel, "note", {"i": i, "blob": BLOB})
+        await session.commit()
+    async with ws_connect(
+        live.ws_url, user.access_token, sock=_slow_socket(live), max_queue=1, ping_interval=None
+    ) as ws:
+        await ws.expect("welcome")
+        await ws.send({"op": "subscribe", "channel": channel, "since": 0})
+        assert (await ws.recv(timeout=10))["seq"] == 1  # the replay has started; now it stalls
+        async with live.sessionmaker() as session:
+            await revoke(session, channel, user.id)
+            await session.commit()
+        seqs = [1]
+        while (frame := await ws.recv(timeout=30))["type"] == "event":
+            seqs.append(frame["seq"])
+        assert frame == {"type": "unsubscribed", "channel": channel, "reason": "forbidden"}
+        assert seqs == list(range(1, len(seqs) + 1)) and seqs[-1] < MAX_REPLAY
+        assert await ws.request({"op": "ping"}) == {"type": "pong"}  # no ack came; still open
+    assert live.app.state.realtime.metrics.tallies.overflows == 0
