@@ -1,6 +1,7 @@
 """Search benchmark: 100,000 rides, 50 concurrent clients, server-side latency percentiles.
 
     .venv/bin/python bench/search.py [--rides 100000] [--clients 50] [--seconds 20]
+        [--copies 10] [--extra-places 20000] [--no-trgm]
 
 Creates a throwaway database, seeds it with `kuda seed`, starts one `kuda serve`, prints
 EXPLAIN ANALYZE of the app's own SQL for the main query shapes, then runs a mix of realistic
@@ -112,7 +113,7 @@ async def _explained(url: str) -> dict[str, str]:
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-    from server.rides.search import Near, RideQuery, build, places
+    from server.rides.search import PLACE_LOOKUPS, Near, RideQuery, build, like_pattern, places
 
     now = datetime.now(UTC)
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -125,15 +126,24 @@ async def _explained(url: str) -> dict[str, str]:
                 values = {**fields, "origin_near": Near(*near) if near else None}
                 q = RideQuery(**values)
                 origins, destinations = await places(session, q)
+                literal = {"literal_binds": True}
+                if name == "route, nothing matches":  # the app's first step: place names
+                    lookup = PLACE_LOOKUPS[True, True].bindparams(
+                        origin=like_pattern("innop"), destination=like_pattern("innopolis"), cap=101
+                    )
+                    out["place lookup: innop, innopolis"] = str(
+                        lookup.compile(dialect=dialect, compile_kwargs=literal)
+                    )
+                if name == "route, nothing matches":  # before D38: substring filters on rides
+                    old = build(q, now).compile(dialect=dialect, compile_kwargs=literal)
+                    out[f"{name}, as substring filters on rides (before D38)"] = str(old)
                 if [] in (origins, destinations):
                     out[name] = (
-                        f"-- no query: a typed place matched no name ({origins}, {destinations})"
+                        f"-- no ride query: a place matched no name {origins} {destinations}"
                     )
                     continue
                 stmt = build(q, now, origins, destinations)
-                out[name] = str(
-                    stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
-                )
+                out[name] = str(stmt.compile(dialect=dialect, compile_kwargs=literal))
     finally:
         await engine.dispose()
     return out
@@ -179,6 +189,49 @@ def seed(env: dict[str, str], rides: int, users: int) -> None:
     )
 
 
+TRIGRAM_INDEXES = ("ix_rides_origin_trgm", "ix_rides_destination_trgm", "ix_ride_places_trgm")
+RIDE_COLUMNS = (
+    "driver_id, kind, origin, destination, origin_lat, origin_lng, destination_lat, "
+    "destination_lng, seats_total, seats_available, price, currency, notes, instant_booking, "
+    "status, version, driver_rating"
+)
+
+
+async def drop_trigram_indexes(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for index in TRIGRAM_INDEXES:
+            await conn.execute(f"DROP INDEX IF EXISTS {index}")
+        print("trigram indexes dropped (--no-trgm): substring search as without pg_trgm")
+    finally:
+        await conn.close()
+
+
+async def grow(url: str, copies: int, extra_places: int) -> None:
+    if copies <= 1 and not extra_places:
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        t = time.perf_counter()
+        if copies > 1:  # each copy departs a few minutes later than its original
+            await conn.execute(
+                f"INSERT INTO rides ({RIDE_COLUMNS}, departure_at) "
+                f"SELECT {RIDE_COLUMNS}, departure_at + c * interval '1 minute' "
+                f"FROM rides, generate_series(1, {copies - 1}) AS c"
+            )
+        if extra_places:
+            await conn.execute(
+                "INSERT INTO ride_places (name) SELECT 'village ' || lpad(g::text, 8, '0') "
+                f"FROM generate_series(1, {extra_places}) AS g ON CONFLICT DO NOTHING"
+            )
+        await conn.execute("ANALYZE")
+        rides = await conn.fetchval("SELECT count(*) FROM rides")
+        places = await conn.fetchval("SELECT count(*) FROM ride_places")
+        print(f"grown to {rides} rides, {places} place names in {time.perf_counter() - t:.1f} s")
+    finally:
+        await conn.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rides", type=int, default=100_000)
@@ -187,6 +240,24 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--think", type=float, default=1.0, help="paced run: mean pause, s")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=1,
+        help="then copy the seeded rides in SQL until there are this many times as many "
+        "(--rides 100000 --copies 10: 1,000,000 rides without seeding them one by one)",
+    )
+    parser.add_argument(
+        "--extra-places",
+        type=int,
+        default=0,
+        help="add this many distinct place names no ride uses (the place lookup's table size)",
+    )
+    parser.add_argument(
+        "--no-trgm",
+        action="store_true",
+        help="drop the trigram indexes after migrating: a server without pg_trgm",
+    )
     args = parser.parse_args()
     name = f"kuda_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN)
@@ -195,12 +266,15 @@ async def main() -> None:
     server = None
     try:
         await asyncio.to_thread(upgrade, url)
+        if args.no_trgm:
+            await drop_trigram_indexes(url)
         env = kuda_env(DATABASE_URL=url, JWT_SECRET=SECRET, LOG_LEVEL="warning",
                        PASSWORD_HASH_TIME_COST="1", PASSWORD_HASH_MEMORY_KIB="1024",
                        **dict(e.split("=", 1) for e in args.env))  # fmt: skip
         t = time.perf_counter()
         await asyncio.to_thread(seed, env, args.rides, args.users)
         print(f"seeded {args.rides} rides in {time.perf_counter() - t:.1f} s")
+        await grow(url, args.copies, args.extra_places)
         await explain(url)
         server = Server(env, Path(tempfile.gettempdir()) / f"{name}.log")
         await asyncio.to_thread(server.wait_ready)

@@ -118,7 +118,7 @@ MAX_PLACES = 100
 filter serves it as well (walking departures finds matches quickly)."""
 
 _PLACES_SQL = "SELECT {side} AS side, name FROM ride_places WHERE name LIKE :{side_name} ESCAPE '/'"
-_PLACES = {
+PLACE_LOOKUPS = {
     (True, False): text(_PLACES_SQL.format(side=1, side_name="origin") + " LIMIT :cap"),
     (False, True): text(_PLACES_SQL.format(side=2, side_name="destination") + " LIMIT :cap"),
     (True, True): text(
@@ -137,11 +137,11 @@ async def places(session: AsyncSession, q: RideQuery) -> tuple[list[str] | None,
         return None, None
     values: dict[str, Any] = {"cap": MAX_PLACES + 1}
     if q.origin:
-        values["origin"] = _pattern(q.origin)
+        values["origin"] = like_pattern(q.origin)
     if q.destination:
-        values["destination"] = _pattern(q.destination)
+        values["destination"] = like_pattern(q.destination)
     found: tuple[list[str], list[str]] = ([], [])
-    for side, name in (await session.execute(_PLACES[origin, destination], values)).all():
+    for side, name in (await session.execute(PLACE_LOOKUPS[origin, destination], values)).all():
         found[side - 1].append(name)
     origins, destinations = (names if len(names) <= MAX_PLACES else None for names in found)
     return (origins if origin else None), (destinations if destination else None)
@@ -157,7 +157,7 @@ def _place(column: Any, name: str, match: Match) -> ColumnElement[bool]:
     return func.lower(column).like(_p(name, String()), escape="/")
 
 
-def _pattern(text: str) -> str:
+def like_pattern(text: str) -> str:
     """`%text%` for LIKE ... ESCAPE '/', lower-cased (what `contains(autoescape=True)` does)."""
     escaped = text.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
     return f"%{escaped}%"
@@ -286,11 +286,11 @@ def statement(
     if q.origin and origins is not None:
         origin, values["origins"] = "any", origins
     elif q.origin:
-        origin, values["origin"] = "like", _pattern(q.origin)
+        origin, values["origin"] = "like", like_pattern(q.origin)
     if q.destination and destinations is not None:
         destination, values["destinations"] = "any", destinations
     elif q.destination:
-        destination, values["destination"] = "like", _pattern(q.destination)
+        destination, values["destination"] = "like", like_pattern(q.destination)
     if departure_from is not None:
         values["departure_from"] = departure_from
     if q.departure_to is not None:
