@@ -75,7 +75,7 @@ from server.config import Settings
 from tests import services
 from tests.procs import free_port
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "bench-password-42"  # noqa: S105 (a throwaway account in a throwaway database)
 PAD = "x" * 80  # with "n" and "t" the event's data is ~110 bytes of JSON
 CONNECT_CONCURRENCY = 64
