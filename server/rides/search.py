@@ -91,6 +91,10 @@ def _sort_key(sort: Sort) -> ColumnElement[Any]:
     return Ride.departure_at  # type: ignore[return-value]
 
 
+Match = Literal["", "like", "any"]
+"""How a typed place is searched: not at all, by substring, or among the place names it matched."""
+
+
 # The statement is built once per shape (which filters are present, the sort, whether there is
 # a cursor) with bound parameters, and reused: building a SELECT and its cache key cost about
 # as much CPU as decoding the page's rows (docs/decisions.md D38).
@@ -109,9 +113,6 @@ class _Shape:
     sort: Sort
     after: bool
 
-
-Match = Literal["", "like", "any"]
-"""How a typed place is searched: not at all, by substring, or among the place names it matched."""
 
 MAX_PLACES = 100
 """A typed place matching more distinct names than this is common: the rides' own substring
@@ -157,9 +158,9 @@ def _place(column: Any, name: str, match: Match) -> ColumnElement[bool]:
     return func.lower(column).like(_p(name, String()), escape="/")
 
 
-def like_pattern(text: str) -> str:
-    """`%text%` for LIKE ... ESCAPE '/', lower-cased (what `contains(autoescape=True)` does)."""
-    escaped = text.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
+def like_pattern(typed: str) -> str:
+    """`%typed%` for LIKE ... ESCAPE '/', lower-cased (what `contains(autoescape=True)` does)."""
+    escaped = typed.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
     return f"%{escaped}%"
 
 
