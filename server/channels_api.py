@@ -66,6 +66,8 @@ async def replay(
             lambda s: events.replay(s, channel, start, state.head, limit),
             accept=lambda page: len(page) == expected,
         )
+        if len(rows) != expected:  # retention trimmed the start since the state was read
+            recovered = False
     last = rows[-1].event.seq if rows else None
     return {
         "items": [row.event.to_frame() for row in rows],

@@ -264,3 +264,19 @@ async def test_a_replay_range_trimmed_after_the_state_was_read_is_not_recovered(
         await ws.send({"op": "subscribe", "channel": channel, "since": 3})  # still whole
         assert [e["seq"] for e in await ws.events(7)] == list(range(4, 11))
         assert (await ws.expect("subscribed"))["recovered"] is True
+
+
+async def test_a_rest_replay_page_with_its_start_trimmed_is_not_recovered(
+    live: LiveServer, http: httpx.AsyncClient, alice: Account
+) -> None:
+    """The same race over REST: the page says `recovered: false` rather than starting late."""
+    channel = f"user:{alice.id}"
+    await _append(live, channel, 10)
+    async with live.sessionmaker() as s:
+        await s.execute(text("DELETE FROM events WHERE channel = :c AND seq <= 3"), {"c": channel})
+        await s.commit()
+    url = f"/api/v1/channels/{channel}/events"
+    page = (await http.get(url, params={"since": 1}, headers=alice.headers)).json()
+    assert page["recovered"] is False and page["latest_seq"] == 10
+    whole = (await http.get(url, params={"since": 3}, headers=alice.headers)).json()
+    assert whole["recovered"] is True and [e["seq"] for e in whole["items"]] == list(range(4, 11))
