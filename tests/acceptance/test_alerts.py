@@ -135,6 +135,24 @@ async def test_listing_alerts_is_a_list_page_of_mine_only(
     assert all(set(x) == ALERT_KEYS for x in page["items"])
 
 
+async def test_the_alert_list_pages_through_its_cursor(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account
+) -> None:
+    made = {
+        (await create_alert(a, owner, origin=place(), destination=place()))["id"] for _ in range(5)
+    }
+    seen: list[int] = []
+    params: dict[str, Any] = {"limit": 2}
+    for _ in range(5):
+        page = (await b.get("/api/v1/alerts", params=params, headers=owner.headers)).json()
+        assert len(page["items"]) <= 2
+        seen += [x["id"] for x in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert sorted(seen) == sorted(made)
+
+
 async def test_deleting_my_alert_is_204_and_someone_elses_is_404(
     a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account, driver: Account
 ) -> None:

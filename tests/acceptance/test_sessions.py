@@ -83,6 +83,21 @@ async def test_logout_closes_the_familys_sockets_4401_on_every_instance_within_2
         assert (await bystander.request({"op": "ping"}))["type"] == "pong"
 
 
+async def test_logout_closes_a_socket_opened_with_the_family_after_it_auth_ed_with_another(
+    kuda: Deployment, a: httpx.AsyncClient
+) -> None:
+    """ "Every socket opened or `auth`-ed with a token of that family": opened counts too."""
+    account = await signup(a)
+    other = await second_session(a, account)
+    async with kuda.socket(kuda.b, account.access_token) as ws:
+        reply = await ws.request({"op": "auth", "token": other.access_token})
+        assert reply["type"] == "authed", reply
+        r = await a.post("/api/v1/auth/logout", json={"refresh_token": account.refresh_token})
+        assert r.status_code == 204, r.text
+        code, seconds = await closed_within(ws, time.monotonic())
+        assert code == 4401 and seconds <= WITHIN_S
+
+
 async def test_logout_closes_a_socket_opened_with_a_ticket_of_the_family(
     kuda: Deployment, a: httpx.AsyncClient, b: httpx.AsyncClient
 ) -> None:
@@ -215,6 +230,18 @@ async def test_deleting_the_account_leaves_no_email_phone_or_name(
     assert (await login(a, account.email)).status_code == 401
     again = await register(b, account.email)
     assert again.status_code == 201, again.text
+
+
+async def test_deleting_the_account_with_a_wrong_password_is_403_and_keeps_it(
+    a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    account = await signup(a)
+    r = await b.request(
+        "DELETE", "/api/v1/users/me", json={"password": "not-the-password"}, headers=account.headers
+    )
+    assert_error(r, 403, "forbidden")
+    assert await me_status(a, account.access_token) == 200
+    assert (await login(b, account.email)).status_code == 200
 
 
 async def test_deleting_the_account_ends_its_sessions_and_sockets(

@@ -76,6 +76,13 @@ async def test_the_presence_op_lists_the_distinct_users_subscribed_on_any_instan
         }
 
 
+async def test_the_presence_reply_without_an_id_has_none(
+    kuda: Deployment, chat: Chat, watcher: WsClient
+) -> None:
+    reply = await watcher.request({"op": "presence", "channel": chat.channel})
+    assert reply == {"type": "presence", "channel": chat.channel, "users": [chat.driver.id]}
+
+
 async def test_presence_joined_and_left_fire_per_user_not_per_socket_across_instances(
     kuda: Deployment, chat: Chat, watcher: WsClient
 ) -> None:
