@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from tests.acceptance.conftest import Deployment, events_until
 from tests.domain.conftest import book, make_ride
@@ -111,6 +112,19 @@ async def test_logout_closes_a_socket_opened_with_a_ticket_of_the_family(
         assert r.status_code == 204, r.text
         code, seconds = await closed_within(ws, time.monotonic())
         assert code == 4401 and seconds <= WITHIN_S
+
+
+async def test_a_ticket_of_a_logged_out_family_is_refused(
+    kuda: Deployment, a: httpx.AsyncClient
+) -> None:
+    account = await signup(a)
+    ticket = (await a.post("/api/v1/auth/ws-ticket", headers=account.headers)).json()["ticket"]
+    r = await a.post("/api/v1/auth/logout", json={"refresh_token": account.refresh_token})
+    assert r.status_code == 204, r.text
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(f"{kuda.ws_url(kuda.b)}?ticket={ticket}"):
+            pass
+    assert refused.value.response.status_code == 401
 
 
 async def test_logout_makes_rest_answer_401_to_the_familys_access_tokens(
