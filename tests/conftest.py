@@ -54,13 +54,7 @@ async def db(database_url: str, db_conn: asyncpg.Connection) -> AsyncIterator[st
     """The migrated test database; every table is emptied after the test (works across
     processes, unlike an outer transaction with savepoints)."""
     yield database_url
-    tables = await db_conn.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-        "AND tablename <> 'alembic_version'"
-    )
-    if tables:
-        names = ", ".join(f'"{t["tablename"]}"' for t in tables)
-        await db_conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    await services.empty_tables(db_conn)
 
 
 @pytest.fixture(scope="session")

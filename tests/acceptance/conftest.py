@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -22,7 +23,7 @@ from tests.cluster import Cluster, forget_prefix
 from tests.helpers import PASSWORD, Account, login, new_email
 from tests.live import WsClient, ws_connect
 from tests.procs import Server, run_kuda
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, empty_tables
 
 pytestmark = pytest.mark.slow
 
@@ -140,6 +141,14 @@ def notification_of(kind: str, **data: Any) -> Callable[[Frame], bool]:
 
 async def _no_in_process(**_: Any) -> Any:
     raise NotImplementedError("acceptance tests talk to processes only")
+
+
+@pytest.fixture(scope="package", autouse=True)
+async def _empty_tables_afterwards(db_conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """The suite's tests make fresh users and never clean up one by one: the tables are emptied
+    once, after the package (and after its servers stopped), for the tests that follow."""
+    yield
+    await empty_tables(db_conn)
 
 
 @pytest.fixture(scope="package")

@@ -363,6 +363,16 @@ async def test_a_ride_that_gets_seats_back_so_that_it_now_matches_notifies(
     assert frame["data"]["data"]["seats_available"] == 3
 
 
+async def test_a_deleted_alert_matches_nothing(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account, driver: Account, watch: Watch
+) -> None:
+    route = {"origin": place(), "destination": place()}
+    alert = await create_alert(a, owner, **route)
+    assert (await b.delete(f"/api/v1/alerts/{alert['id']}", headers=owner.headers)).is_success
+    await make_ride(b, driver, **route)
+    assert await watch.matched_until_sentinel(b, driver) == []
+
+
 async def test_never_for_a_ride_published_before_the_alert_existed(
     a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account, driver: Account, watch: Watch
 ) -> None:

@@ -5,6 +5,7 @@ across instances, concurrent writers on two instances, idempotency and the seat 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
 
@@ -269,3 +270,72 @@ async def test_typing_reaches_the_other_members_not_the_sender(
         frame: dict[str, Any] = (await events_until(reader, "typing"))[-1]
         assert frame["data"] == {"user_id": driver.id} and "seq" not in frame
         assert await typist.silent(0.5)
+
+
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def times_in(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string in `value` that looks like an RFC 3339 instant, with its path."""
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in times_in(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [t for i, v in enumerate(value) for t in times_in(v, f"{path}[{i}]")]
+    if isinstance(value, str) and TIME.match(value):
+        return [(path, value)]
+    return []
+
+
+async def test_every_time_is_an_rfc_3339_utc_string(
+    kuda: Deployment, a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    """Section 0: "Times are RFC 3339 UTC strings" (docs/protocol.md: with a `Z` suffix), in
+    REST bodies, frames and notification data alike."""
+    driver, passenger = await signup(a), await signup(b)
+    alert = (
+        await b.post(
+            "/api/v1/alerts",
+            json={
+                "origin": "Innopolis",
+                "destination": "Kazan",
+                "departure_from": "2026-01-01T03:00:00+03:00",
+            },
+            headers=passenger.headers,
+        )
+    ).json()
+    async with kuda.socket(kuda.a, passenger.access_token) as ws:
+        await ws.request({"op": "subscribe", "channel": f"user:{passenger.id}"})
+        ride = await make_ride(
+            a, driver, departure_at="2099-06-01T12:00:00+03:00", origin="Innopolis",
+            destination="Kazan",
+        )  # fmt: skip
+        booking = (await book(b, passenger, ride["id"])).json()
+        await a.post(f"/api/v1/bookings/{booking['id']}/confirm", headers=driver.headers)
+        message = (
+            await b.post(
+                f"/api/v1/rides/{ride['id']}/messages",
+                json={"body": "hi"},
+                headers=passenger.headers,
+            )
+        ).json()
+        frames = await events_until(ws, "booking.confirmed")
+        welcome_expiry = await ws.request({"op": "auth", "token": passenger.access_token})
+    notes = (await a.get("/api/v1/notifications", headers=passenger.headers)).json()
+    me = (await a.get("/api/v1/users/me", headers=passenger.headers)).json()
+    shown = (await a.get(f"/api/v1/rides/{ride['id']}", headers=passenger.headers)).json()
+    found = times_in(
+        {
+            "alert": alert,
+            "ride": ride,
+            "shown": shown,
+            "booking": booking,
+            "message": message,
+            "frames": frames,
+            "authed": welcome_expiry,
+            "notifications": notes,
+            "me": me,
+        }
+    )
+    assert len(found) >= 10, found
+    assert [t for t in found if not UTC_TIME.match(t[1])] == []

@@ -207,6 +207,29 @@ async def test_the_write_rate_is_per_user(a: httpx.AsyncClient, b: httpx.AsyncCl
     assert r.status_code == 201, r.text
 
 
+async def test_only_creating_posts_draw_on_the_write_rate(
+    a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    """Past the budget, confirming, cancelling, editing and reading notifications still work."""
+    driver, passenger = await signup(a), await signup(b)
+    ride = await make_ride(a, driver)
+    booking = (await book(b, passenger, ride["id"])).json()
+    for n in range(WRITES - 1):
+        r = await a.post("/api/v1/rides", json=ride_body(n), headers=driver.headers)
+        assert r.status_code == 201, r.text
+    assert_rate_limited(await b.post("/api/v1/rides", json=ride_body(9), headers=driver.headers))
+    r = await b.post(f"/api/v1/bookings/{booking['id']}/confirm", headers=driver.headers)
+    assert r.status_code == 200, r.text
+    r = await a.patch(f"/api/v1/rides/{ride['id']}", json={"price": 90}, headers=driver.headers)
+    assert r.status_code == 200, r.text
+    r = await a.post("/api/v1/notifications/read-all", headers=driver.headers)
+    assert r.status_code == 200, r.text
+    r = await b.post(f"/api/v1/bookings/{booking['id']}/cancel", headers=driver.headers)
+    assert r.status_code == 200, r.text
+    r = await a.post(f"/api/v1/rides/{ride['id']}/cancel", headers=driver.headers)
+    assert r.status_code == 200, r.text
+
+
 async def test_the_next_handshake_beyond_sockets_per_user_is_refused_with_429(
     limited: Deployment, a: httpx.AsyncClient
 ) -> None:
