@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -17,6 +19,8 @@ from channels import append
 from channels.events import revoke
 from tests.helpers import signup
 from tests.live import LiveServer, WsClient, ws_connect
+from tests.procs import Server, kuda_env
+from tests.services import JWT_SECRET
 
 MAX_REPLAY = 1000  # the most a subscribe replays (PROTOCOL.md section 3)
 EVENTS = MAX_REPLAY - 5  # committed before the subscribe
@@ -197,3 +201,45 @@ async def test_a_revocation_during_a_paced_replay_ends_the_replay_not_the_socket
         assert seqs == list(range(1, len(seqs) + 1)) and seqs[-1] < MAX_REPLAY
         assert await ws.request({"op": "ping"}) == {"type": "pong"}  # no ack came; still open
     assert live.app.state.realtime.metrics.tallies.overflows == 0
+
+
+async def test_without_the_raw_writer_a_replay_is_paced_by_the_frame_queue(
+    tmp_path: Path, db: str
+) -> None:
+    """`WS_RAW_WRITER=false` (stock uvicorn send): the bound is a queue of 1,000 frames, which a
+    full replay plus its ack went over (4429). Paced, it arrives whole."""
+    server = Server(
+        kuda_env(DATABASE_URL=db, JWT_SECRET=JWT_SECRET, WS_RAW_WRITER="false",
+                 PASSWORD_HASH_TIME_COST="1", PASSWORD_HASH_MEMORY_KIB="1024"),
+        tmp_path / "kuda.log",
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            user = await signup(http)
+        channel = f"user:{user.id}"
+        conn = await asyncpg.connect(db)
+        try:
+            await conn.execute(_COMMITTED, channel, MAX_REPLAY, BLOB)
+        finally:
+            await conn.close()
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        async with ws_connect(url, user.access_token, max_size=2**20) as ws:
+            await ws.expect("welcome")
+            await ws.send({"op": "subscribe", "channel": channel, "since": 0})
+            await asyncio.sleep(0.5)  # a slow reader
+            seqs, ack = await _receive_all(ws, MAX_REPLAY)
+            assert seqs == list(range(1, MAX_REPLAY + 1))
+            assert ack["seq"] == MAX_REPLAY and ack["recovered"] is True
+            assert await ws.request({"op": "ping"}) == {"type": "pong"}
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+# Events committed (and marked published) by the test itself: seqs 1..$2 of channel $1.
+_COMMITTED = """
+WITH c AS (INSERT INTO channel_seqs (channel, seq) VALUES ($1, $2))
+INSERT INTO events (channel, seq, event, data, published)
+SELECT $1, g, 'note', jsonb_build_object('i', g, 'blob', $3::text), true
+FROM generate_series(1, $2::bigint) AS g
+"""
