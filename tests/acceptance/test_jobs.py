@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 LEAD_S = 3600
 INTERVAL_S = 0.3
+AUTOCOMPLETE_S = 2
 REMINDER_KEYS = {"ride_id", "departure_at", "origin", "destination"}
 
 
@@ -124,6 +125,20 @@ async def test_a_cancelled_ride_gets_no_reminder(
     assert await reminders(b, driver, cancelled["id"]) == []
 
 
+async def test_no_reminder_is_ever_sent_at_or_after_departure(
+    a: httpx.AsyncClient, b: httpx.AsyncClient
+) -> None:
+    """Rides departing two or three seconds from now: a reminder may beat the departure or not come
+    at all, but none is stored at or after it."""
+    driver = await signup(a)
+    rides = [await make_ride(a, driver, departure_at=in_seconds(s)) for s in (2.0, 2.5, 3.0)]
+    await asyncio.sleep(3.5 + 4 * INTERVAL_S)
+    for ride in rides:
+        departure = datetime.fromisoformat(ride["departure_at"])
+        for note in await reminders(b, driver, ride["id"]):
+            assert datetime.fromisoformat(note["created_at"]) < departure, (note, ride)
+
+
 async def test_a_booking_confirmed_inside_the_lead_time_gets_its_reminder(
     kuda: Deployment, a: httpx.AsyncClient, b: httpx.AsyncClient, inbox: Any
 ) -> None:
@@ -170,10 +185,13 @@ async def test_rides_still_scheduled_or_started_after_departure_are_completed(
             if frame["data"]["status"] == "completed":
                 assert frame["event"] == "ride.updated" and "seq" not in frame, frame
                 ids.discard(frame["data"]["id"])
-    completed = {f["channel"]: f["data"] for f in frames if f["event"] == "ride.completed"}
+    completed = {f["channel"]: f for f in frames if f["event"] == "ride.completed"}
     for ride in (scheduled, started):
-        data = completed[f"ride:{ride['id']}"]
+        frame = completed[f"ride:{ride['id']}"]
+        data = frame["data"]
         assert data["status"] == "completed" and data["id"] == ride["id"]
+        due = datetime.fromisoformat(ride["departure_at"]) + timedelta(seconds=AUTOCOMPLETE_S)
+        assert datetime.fromisoformat(frame["at"]) >= due  # not before its time
         shown = (await a.get(f"/api/v1/rides/{ride['id']}", headers=passenger.headers)).json()
         assert shown == data
     review = await b.post(
