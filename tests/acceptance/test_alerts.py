@@ -227,6 +227,16 @@ async def test_a_ride_on_another_route_does_not_match(
     assert await watch.matched_until_sentinel(b, driver) == []
 
 
+async def test_a_shared_taxi_matches_like_any_ride(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account, driver: Account, watch: Watch
+) -> None:
+    route = {"origin": place(), "destination": place()}
+    await create_alert(a, owner, **route, min_seats=3)
+    taxi = await make_ride(b, driver, **route, kind="taxi_share", seats_total=3)
+    frame = await watch.next_matched(taxi["id"])
+    assert frame["data"]["data"]["seats_available"] == taxi["seats_available"]
+
+
 async def test_the_owners_own_ride_never_matches(
     a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account, driver: Account, watch: Watch
 ) -> None:

@@ -339,3 +339,23 @@ async def test_every_time_is_an_rfc_3339_utc_string(
     )
     assert len(found) >= 10, found
     assert [t for t in found if not UTC_TIME.match(t[1])] == []
+
+
+async def test_an_op_flood_gets_rate_limited_then_closed_4429(
+    kuda: Deployment, a: httpx.AsyncClient
+) -> None:
+    account = await signup(a)
+    async with kuda.socket(kuda.a, account.access_token) as ws:
+        for _ in range(300):
+            try:
+                await ws.send({"op": "ping"})
+            except ConnectionClosed:
+                break
+        codes: list[str] = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                frame = await ws.recv()
+                if frame["type"] == "error":
+                    codes.append(frame["code"])
+        assert codes and set(codes) == {"rate_limited"}, codes
+        assert ws.conn.close_code == 4429

@@ -157,6 +157,20 @@ async def test_a_booking_confirmed_inside_the_lead_time_gets_its_reminder(
     assert len(await reminders(a, driver, ride["id"])) == 1
 
 
+async def test_an_instant_booking_inside_the_lead_time_gets_its_reminder(
+    kuda: Deployment, a: httpx.AsyncClient, b: httpx.AsyncClient, inbox: Any
+) -> None:
+    organiser = await signup(a)
+    organiser_ws = await inbox(organiser, kuda.a)
+    taxi = await make_ride(a, organiser, departure_at=in_seconds(1800), kind="taxi_share")
+    await events_until(organiser_ws, notification_of("ride.reminder", ride_id=taxi["id"]))
+    passenger = await signup(b)
+    passenger_ws = await inbox(passenger, kuda.b)
+    booking = (await book(b, passenger, taxi["id"])).json()
+    assert booking["status"] == "confirmed", booking
+    await events_until(passenger_ws, notification_of("ride.reminder", ride_id=taxi["id"]))
+
+
 async def test_rides_still_scheduled_or_started_after_departure_are_completed(
     kuda: Deployment, a: httpx.AsyncClient, b: httpx.AsyncClient
 ) -> None:
