@@ -373,6 +373,33 @@ async def test_a_ride_that_gets_seats_back_so_that_it_now_matches_notifies(
     assert frame["data"]["data"]["seats_available"] == 3
 
 
+async def test_seats_back_and_edits_at_once_on_two_instances_notify_once(
+    a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account, driver: Account, watch: Watch
+) -> None:
+    route = {"origin": place(), "destination": place()}
+    await create_alert(a, owner, **route, min_seats=3, max_price=300)
+    ride = await make_ride(b, driver, **route, seats_total=3, price=500)
+    bookings = []
+    for _ in range(2):
+        passenger = await signup(a)
+        booking = (await book(a, passenger, ride["id"])).json()
+        r = await b.post(f"/api/v1/bookings/{booking['id']}/confirm", headers=driver.headers)
+        assert r.status_code == 200, r.text
+        bookings.append((passenger, booking))
+    url = f"/api/v1/rides/{ride['id']}"
+    r = await a.patch(url, json={"price": 99}, headers=driver.headers)
+    assert r.status_code == 200, r.text  # cheap enough now, but one seat left: no match yet
+    (p1, b1), (p2, b2) = bookings
+    answers = await asyncio.gather(
+        a.post(f"/api/v1/bookings/{b1['id']}/cancel", headers=p1.headers),
+        b.post(f"/api/v1/bookings/{b2['id']}/cancel", headers=p2.headers),
+        b.patch(url, json={"price": 98}, headers=driver.headers),
+    )
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    frames = await watch.matched_until_sentinel(b, driver)
+    assert [f["data"]["data"]["ride_id"] for f in frames] == [ride["id"]]
+
+
 async def test_a_deleted_alert_matches_nothing(
     a: httpx.AsyncClient, b: httpx.AsyncClient, owner: Account, driver: Account, watch: Watch
 ) -> None:

@@ -57,7 +57,8 @@ async def test_the_welcome_frame_for_each_credential(
         assert conn.subprotocol == "kuda.v1"
         selected = conn.response.headers.get("Sec-WebSocket-Protocol")
         assert selected == "kuda.v1"
-        assert WsClient(conn) and (await WsClient(conn).expect("welcome"))["user_id"] == account.id
+        by_subprotocol = await WsClient(conn).expect("welcome")
+    assert by_subprotocol["user_id"] == account.id
     ticket = (await a.post("/api/v1/auth/ws-ticket", headers=account.headers)).json()
     assert set(ticket) == {"ticket", "expires_in"} and 0 < ticket["expires_in"] <= 60
     async with ws_connect(f"{url}?ticket={ticket['ticket']}") as ws:
