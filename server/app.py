@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from channels import Realtime
 from channels.brokers import RedisClient
-from server import channel_policy, docs_ui, health, logredact, monitoring, web
+from server import channel_policy, docs_ui, health, heap, logredact, monitoring, web
 from server.admin.router import router as admin_router
 from server.alerts.router import router as alerts_router
 from server.auth.passwords import Passwords
@@ -183,6 +183,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     if settings.jobs_enabled:
         jobs.start()
+    frozen = heap.freeze_startup_heap()
+    if frozen:
+        log.info("startup heap frozen out of the garbage collector: %d objects", frozen)
     try:
         yield
     finally:

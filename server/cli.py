@@ -16,7 +16,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from server import admin_tasks, logs, migrate
+from server import admin_tasks, heap, logs, migrate
 from server.config import ConfigError, Settings, embedded_jwt_secret
 from server.embedded import EmbeddedPostgres
 from server.seed import DEMO_PASSWORD
@@ -161,6 +161,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
             "an event published on one worker never reaches sockets held by another."
         )
     _raise_open_files()
+    os.environ.setdefault(heap.ENV, "1")  # the app freezes its startup heap (server/heap.py)
     embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
     # uvicorn shuts down on SIGTERM/SIGINT, then re-raises the signal with the previous
     # handler restored: make that handler unwind through `finally` so PostgreSQL stops too.
