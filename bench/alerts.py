@@ -47,7 +47,7 @@ from server.config import to_asyncpg_url
 from server.migrate import upgrade
 from tests.procs import Server, kuda_env
 
-ADMIN = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "bench-secret-" + "s" * 40
 PLACES = (
     "Innopolis", "Kazan", "Kazan Airport", "Kazan Railway Station", "Verkhniy Uslon",
