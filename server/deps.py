@@ -118,16 +118,28 @@ async def _client_ip_limit(request: Request, auth: AuthDep) -> None:
     await auth.check_ip(ip)
 
 
-async def _admin(user: Annotated[User, Depends(_current_user)]) -> User:
+def _require_admin(user: User) -> User:
     if not user.is_admin:
         raise Forbidden("Administrators only")
     return user
+
+
+async def _admin(user: Annotated[User, Depends(_current_user)]) -> User:
+    return _require_admin(user)
+
+
+async def _admin_read(user: Annotated[User, Depends(_current_user_read)]) -> User:
+    """The check on the route's own read session: one pooled connection per request, not a
+    write session for the check on top of the route's read session."""
+    return _require_admin(user)
 
 
 AccessClaims = Annotated[TokenClaims, Depends(_claims)]
 UserId = Annotated[int, Depends(_user_id)]
 """The caller's id from a valid access token, without loading the account (read endpoints)."""
 AdminUser = Annotated[User, Depends(_admin)]
+ReadAdminUser = Annotated[User, Depends(_admin_read)]
+"""An administrator, for read-only routes taking `ReadSessionDep` (the same session)."""
 CurrentUser = Annotated[User, Depends(_current_user)]
 ReadCurrentUser = Annotated[User, Depends(_current_user_read)]
 """The account, for read-only routes: not to be changed (its session does not commit)."""
