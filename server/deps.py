@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security import HTTPBearer
+from fastapi.types import DecoratedCallable
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels import logctx
@@ -146,5 +149,22 @@ ReadCurrentUser = Annotated[User, Depends(_current_user_read)]
 AuthRateLimit = Depends(_client_ip_limit)
 WriteRateLimit = Depends(_write_limit)
 """On every creating route: WRITE_RATE_PER_USER per user per minute (429 with Retry-After)."""
+
+CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
+
+
+def creating(
+    router: APIRouter, path: str, response_model: type[BaseModel]
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """The decorator of a creating POST (rides, bookings, reviews, messages, alerts): 201 with
+    the new object, documented as such, behind `WriteRateLimit`."""
+    return router.post(
+        path,
+        status_code=201,
+        response_model=response_model,
+        responses=CREATED,
+        dependencies=[WriteRateLimit],
+    )
+
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]

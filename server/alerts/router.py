@@ -16,18 +16,14 @@ from server.deps import (
     ReadSessionDep,
     SessionDep,
     UserId,
-    WriteRateLimit,
+    creating,
 )
 from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
-CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
-
-@router.post(
-    "", status_code=201, response_model=AlertOut, responses=CREATED, dependencies=[WriteRateLimit]
-)
+@creating(router, "", AlertOut)
 async def create_alert(
     data: AlertIn,
     request: Request,

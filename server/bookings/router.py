@@ -19,22 +19,14 @@ from server.deps import (
     SessionDep,
     SettingsDep,
     UserId,
-    WriteRateLimit,
+    creating,
 )
 from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1", tags=["bookings"])
 
-CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
-
-@router.post(
-    "/rides/{ride_id}/bookings",
-    status_code=201,
-    response_model=BookingOut,
-    responses=CREATED,
-    dependencies=[WriteRateLimit],
-)
+@creating(router, "/rides/{ride_id}/bookings", BookingOut)
 async def book(
     ride_id: PathId,
     data: BookingIn,

@@ -11,14 +11,12 @@ from server import channel_names, idempotency, snapshot
 from server.chat import service
 from server.chat.schemas import MessageIn, MessageOut, MessagePage
 from server.chat.service import message_view
-from server.deps import CurrentUser, IdempotencyKey, SessionDep, UserId, WriteRateLimit
+from server.deps import CurrentUser, IdempotencyKey, SessionDep, UserId, creating
 from server.pagination import decode_id_cursor
 from server.snapshot import SnapshotSessionDep
 from server.validation import MAX_ID, PathId
 
 router = APIRouter(prefix="/api/v1/rides", tags=["chat"])
-
-CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
 
 @router.get("/{ride_id}/messages", response_model=MessagePage, response_model_exclude_unset=True)
@@ -41,13 +39,7 @@ async def messages(
     return {"items": [message_view(m) for m in page.items], "next_cursor": page.next_cursor}
 
 
-@router.post(
-    "/{ride_id}/messages",
-    status_code=201,
-    response_model=MessageOut,
-    responses=CREATED,
-    dependencies=[WriteRateLimit],
-)
+@creating(router, "/{ride_id}/messages", MessageOut)
 async def post_message(
     ride_id: PathId,
     data: MessageIn,

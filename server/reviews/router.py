@@ -14,7 +14,7 @@ from server.deps import (
     IdempotencyKey,
     SessionDep,
     UserId,
-    WriteRateLimit,
+    creating,
 )
 from server.replica import ReadsDep
 from server.reviews import service
@@ -24,16 +24,8 @@ from server.validation import PathId
 
 router = APIRouter(prefix="/api/v1", tags=["reviews"])
 
-CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
-
-@router.post(
-    "/rides/{ride_id}/reviews",
-    status_code=201,
-    response_model=ReviewOut,
-    responses=CREATED,
-    dependencies=[WriteRateLimit],
-)
+@creating(router, "/rides/{ride_id}/reviews", ReviewOut)
 async def review(
     ride_id: PathId,
     data: ReviewIn,

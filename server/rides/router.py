@@ -17,7 +17,7 @@ from server.deps import (
     SessionDep,
     SettingsDep,
     UserId,
-    WriteRateLimit,
+    creating,
 )
 from server.replica import ReadsDep
 from server.rides import search as ride_search
@@ -40,12 +40,8 @@ MAX_SEARCH_PRICE = 1_000_000_000  # as an alert's max_price; above it: 422
 router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
 mine_router = APIRouter(prefix="/api/v1/users/me", tags=["rides"])
 
-CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
 
-
-@router.post(
-    "", status_code=201, response_model=RideOut, responses=CREATED, dependencies=[WriteRateLimit]
-)
+@creating(router, "", RideOut)
 async def create_ride(
     data: RideIn,
     request: Request,
