@@ -12,7 +12,7 @@ downtime sends no stale reminders), never for a ride that is not `scheduled`. A 
 confirmed inside the lead time is picked up by the next run: the claim looks for any recipient
 without a row. Lock order (docs/decisions.md D33): the ride rows, then (bookings are only read:
 every booking change locks its ride first, so none can commit meanwhile) the `user:` counters,
-sorted, before the first append.
+sorted (`notify_many`: one batched append).
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from typing import Any
 from sqlalchemy import exists, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import channels
 from channels.types import iso
 from models import Booking, Ride, RideReminder
-from server import channel_names
-from server.notifications.service import notify
+from server.notifications.service import notify_many
 
 KIND = "ride.reminder"
 
@@ -101,7 +99,6 @@ async def send_due(
             "user_ids": [p.user_id for p in pairs],
         }
         sent = sorted((r.ride_id, r.user_id) for r in await session.execute(_RECORD, params))
-        await channels.lock_channels(session, [channel_names.user(u) for _, u in sent])
-        for ride_id, user_id in sent:
-            await notify(session, user_id, KIND, reminder_data(rides[ride_id]))
+        # Stored and appended in two statements (the batch takes the counters sorted).
+        await notify_many(session, [(u, KIND, reminder_data(rides[r])) for r, u in sent])
         return len(sent)
