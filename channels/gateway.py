@@ -323,10 +323,13 @@ class Gateway:
         if sub.dropped or conn.closed:
             return
         conn.subs[op.channel] = sub
+        # In the roster before the ack: a client that moves (subscribes on a new socket, then
+        # drops the old one once acked) is never seen leaving, on any instance.
+        joined = resolved.kind.presence and await self.roster.joined(op.channel, conn.user_id)
         seq = floor if resolved.durable else None
         conn.send(protocol.subscribed(op.channel, seq, recovered, op.id))
         self.hub.activate(sub, floor, acl)
-        if resolved.kind.presence and await self.roster.joined(op.channel, conn.user_id):
+        if joined:
             await self._publish_ephemeral(
                 op.channel, "presence.joined", {"user_id": conn.user_id}, conn.user_id
             )

@@ -99,6 +99,32 @@ async def test_presence_joined_and_left_fire_per_user_not_per_socket_across_inst
     assert await watcher.silent(0.5)
 
 
+async def test_moving_a_subscription_to_another_instance_is_not_a_leave(
+    kuda: Deployment, chat: Chat, watcher: WsClient
+) -> None:
+    """A client that moves (subscribes on a new socket, has the ack, then drops the old one) had a
+    live subscription all along: others see no `presence.left`, and a `presence` op anywhere
+    lists the user as soon as a subscription is acked."""
+    token = chat.passenger.access_token
+    async with (
+        kuda.socket(kuda.a, token) as on_a,
+        kuda.socket(kuda.b, token) as on_b,
+        kuda.socket(kuda.a, chat.driver.access_token) as probe_a,
+        kuda.socket(kuda.b, chat.driver.access_token) as probe_b,
+    ):
+        await subscribe(on_b, chat.channel)
+        await events_until(watcher, presence_of("presence.joined", chat.passenger.id))
+        moves = [(on_a, on_b, probe_b), (on_b, on_a, probe_a)] * 15
+        for n, (new, old, probe) in enumerate(moves):
+            await subscribe(new, chat.channel)
+            seen = await probe.request({"op": "presence", "channel": chat.channel})
+            assert chat.passenger.id in seen["users"], (n, seen)
+            await old.request({"op": "unsubscribe", "channel": chat.channel})
+        await on_a.request({"op": "unsubscribe", "channel": chat.channel})
+    left = await events_until(watcher, presence_of("presence.left", chat.passenger.id))
+    assert [f["event"] for f in left] == ["presence.left"], left
+
+
 async def test_a_sigkilled_instances_users_leave(
     kuda: Deployment, chat: Chat, watcher: WsClient, a: httpx.AsyncClient
 ) -> None:

@@ -93,6 +93,28 @@ async def test_presence_is_per_user_not_per_socket(
         assert (await a.request({"op": "presence", "channel": "room:1"}))["users"] == [alice.id]
 
 
+async def test_a_subscription_is_in_the_roster_by_the_time_it_is_acked(
+    live: LiveServer, room: Room, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that moves to another socket drops the old one once the new one is acked: were
+    the ack sent before the roster counted the new one, the others would see a leave (and,
+    through two instances, possibly the leave after the join)."""
+    room.members.add(alice.id)
+    roster = live.app.state.realtime.gateway.roster
+    counted = roster.joined
+
+    async def slow_joined(channel: str, user_id: int) -> bool:
+        await asyncio.sleep(0.3)  # a slow Redis round trip
+        joined: bool = await counted(channel, user_id)
+        return joined
+
+    monkeypatch.setattr(roster, "joined", slow_joined)
+    async with ws_connect(live.ws_url, alice.access_token) as a:
+        await a.expect("welcome")
+        assert (await a.request({"op": "subscribe", "channel": "room:1"}))["type"] == "subscribed"
+        assert await roster.members("room:1") == [alice.id]
+
+
 async def test_presence_op_errors(
     live: LiveServer, room: Room, alice: Account, bob: Account
 ) -> None:
