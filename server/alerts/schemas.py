@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from server.rides.schemas import MAX_SEARCH_PRICE
 from server.validation import Instant, Text
 
 MAX_PLACE = 200
@@ -18,7 +19,7 @@ class AlertIn(BaseModel):
     destination: Text = Field(min_length=1, max_length=MAX_PLACE)
     departure_from: Instant | None = None
     departure_to: Instant | None = None
-    max_price: Decimal | None = Field(default=None, ge=0, le=1_000_000_000, decimal_places=2)
+    max_price: Decimal | None = Field(default=None, ge=0, le=MAX_SEARCH_PRICE, decimal_places=2)
     min_seats: int | None = Field(default=None, ge=1, le=8)
 
     @field_validator("departure_to")

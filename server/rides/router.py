@@ -24,6 +24,7 @@ from server.rides import search as ride_search
 from server.rides import service
 from server.rides.schemas import (
     MAX_PRICE,
+    MAX_SEARCH_PRICE,
     RideIn,
     RideKind,
     RideOut,
@@ -34,8 +35,6 @@ from server.rides.schemas import (
 from server.rides.views import ride_view
 from server.snapshot import SnapshotSessionDep
 from server.validation import Instant, PathId, Text
-
-MAX_SEARCH_PRICE = 1_000_000_000  # as an alert's max_price; above it: 422
 
 router = APIRouter(prefix="/api/v1/rides", tags=["rides"])
 mine_router = APIRouter(prefix="/api/v1/users/me", tags=["rides"])

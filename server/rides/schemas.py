@@ -15,6 +15,8 @@ Place = str
 
 MAX_PRICE = 1_000_000
 """The most a seat may cost (a search's `max_price` above it filters nothing more)."""
+MAX_SEARCH_PRICE = 1_000_000_000
+"""The highest `max_price` a search or an alert accepts (above it: 422)."""
 
 
 class Point(BaseModel):
