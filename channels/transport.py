@@ -134,6 +134,11 @@ class KudaWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.request.headers.clear()
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
+        elif message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # A refusal (401, 403, 429, 503) was sent as a denial response: the handshake is
+            # over. uvicorn's sans-I/O protocol does not count it so, and logged "ASGI callable
+            # returned without completing handshake" at ERROR for every refused handshake.
+            self.handshake_complete = True
 
     def close_now(self, code: int, reason: str = "") -> None:
         """Send a close frame now and end the connection even if the peer never reads: a

@@ -93,7 +93,7 @@ async def deployment(
 ) -> AsyncIterator[Deployment]:
     """Start two instances `a` and `b` (`env` overrides their settings), and the `extra` ones
     (name -> their own overrides, in `Deployment.extra`), all at once, on one Redis; on exit
-    stop them, drop their Redis keys and fail if one logged a traceback."""
+    stop them, drop their Redis keys and fail if one logged a traceback or an error."""
     cluster = Cluster(database_url, redis_url, tmp, factory=_no_in_process)
     names = {"a": {}, "b": {}, **(extra or {})}
     servers = {n: Server(cluster.env(**{**env, **e}), tmp / f"{n}.log") for n, e in names.items()}
@@ -106,7 +106,9 @@ async def deployment(
         await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers.values()))
         await forget_prefix(cluster.redis_url, cluster.prefix)
     for server in servers.values():
-        assert "Traceback" not in server.log(), server.log()
+        log = server.log()
+        assert "Traceback" not in log, log
+        assert [line for line in log.splitlines() if " ERROR " in line] == []
 
 
 Frame = dict[str, Any]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 
 import httpx
+import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidStatus
 
 from channels.protocol import ws_text_frame
 from channels.transport import EXTENSION, Flag, Inbox, KudaWebSocketProtocol
@@ -91,3 +94,19 @@ async def test_flag_wakes_every_waiter_on_set() -> None:
     assert not flag.is_set()
     flag.set()
     assert await flag.wait()
+
+
+async def test_a_refused_handshake_is_no_server_error(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal is a denial response: uvicorn must not log it as an ASGI error."""
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(live.ws_url, "not-a-token"):
+                pass
+        assert refused.value.response.status_code == 401
+        async with httpx.AsyncClient(base_url=live.http) as http:  # the server moved on
+            assert (await http.get("/healthz")).status_code == 200
+        await asyncio.sleep(0.1)
+    assert "rejected (401" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
