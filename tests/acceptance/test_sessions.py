@@ -127,6 +127,24 @@ async def test_a_ticket_of_a_logged_out_family_is_refused(
     assert refused.value.response.status_code == 401
 
 
+async def test_a_logged_out_familys_token_opens_no_socket_and_auths_none(
+    kuda: Deployment, a: httpx.AsyncClient
+) -> None:
+    account = await signup(a)
+    other = await second_session(a, account)
+    r = await a.post("/api/v1/auth/logout", json={"refresh_token": account.refresh_token})
+    assert r.status_code == 204, r.text
+    for server in kuda.instances:
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(kuda.ws_url(server), account.access_token):
+                pass
+        assert refused.value.response.status_code == 401
+    async with kuda.socket(kuda.b, other.access_token) as ws:
+        reply = await ws.request({"op": "auth", "token": account.access_token, "id": 1})
+        assert reply["type"] == "error" and reply["code"] == "unauthorized", reply
+        assert (await ws.request({"op": "ping"}))["type"] == "pong"
+
+
 async def test_logout_makes_rest_answer_401_to_the_familys_access_tokens(
     a: httpx.AsyncClient, b: httpx.AsyncClient
 ) -> None:
