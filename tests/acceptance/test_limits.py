@@ -257,6 +257,32 @@ async def test_the_next_handshake_beyond_sockets_per_user_is_refused_with_429(
         await wait_until(accepted, timeout=20, what="a socket slot freed by a close")
 
 
+async def test_concurrent_handshakes_on_two_instances_open_at_most_the_socket_limit(
+    limited: Deployment, a: httpx.AsyncClient
+) -> None:
+    user = await signup(a)
+    opened = asyncio.Event()
+    results: list[int] = []
+
+    async def handshake(server_index: int) -> None:
+        try:
+            async with limited.socket(limited.instances[server_index], user.access_token):
+                results.append(101)
+                await opened.wait()  # hold it until every handshake has been answered
+        except InvalidStatus as exc:
+            assert_refused_429(exc)
+            results.append(429)
+
+    tasks = [asyncio.create_task(handshake(n % 2)) for n in range(8)]
+    for _ in range(400):  # every handshake answered (or one failed), 20 s at most
+        if len(results) == len(tasks) or any(t.done() and t.exception() for t in tasks):
+            break
+        await asyncio.sleep(0.05)
+    opened.set()
+    await asyncio.gather(*tasks)
+    assert sorted(results) == [101] * SOCKETS + [429] * (8 - SOCKETS), results
+
+
 async def test_concurrent_wrong_logins_on_two_instances_check_at_most_the_limit(
     limited: Deployment, a: httpx.AsyncClient
 ) -> None:
