@@ -5,7 +5,8 @@ Spawned instances are `kuda serve` processes of the installed package, on DATABA
 REDIS_URL (with a REDIS_PREFIX of their own, whose keys are deleted at the end; the Redis is
 never flushed). They run with the settings a benchmark needs: the per-user limits off
 (`WRITE_RATE_PER_USER=0`, `SEATS_HELD_PER_USER=0`, a high `SOCKETS_PER_USER`, a high auth rate
-per IP) and a high op rate per socket; everything else is the production default unless `--server-env` says otherwise.
+per IP) and a high op rate per socket; everything else is the production default unless
+`--server-env` says otherwise.
 
 Spawned servers never outlive the tool: each runs in a process group of its own (a Ctrl-C in
 the terminal reaches the tool, which stops them in order, not them), is told by the kernel to
