@@ -27,8 +27,9 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def descendants(roots: Iterable[int]) -> list[int]:
-    """The roots and every process below them (uvicorn --workers forks)."""
+def descendants(roots: Iterable[int], exclude: Iterable[int] = ()) -> list[int]:
+    """The roots and every process below them (uvicorn --workers forks), but for the subtrees
+    of `exclude` (the servers the tool spawned are its children, not the tool)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -36,9 +37,12 @@ def descendants(roots: Iterable[int]) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
                 ppid = int(stat.rsplit(")", 1)[1].split()[1])
                 children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], list(roots)
+    skip = set(exclude)
+    out, todo = [], [pid for pid in roots if pid not in skip]
     while todo:
         pid = todo.pop()
+        if pid in skip:
+            continue
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
@@ -84,10 +88,11 @@ class Sample:
 class Group:
     """A named set of processes (servers, the tool's own) measured together."""
 
-    def __init__(self, name: str, pids: Sequence[int]) -> None:
+    def __init__(self, name: str, pids: Sequence[int], exclude: Sequence[int] = ()) -> None:
         self.name = name
         self.roots = list(pids)
+        self.exclude = list(exclude)
 
     def sample(self) -> Sample:
-        pids = descendants(self.roots)
+        pids = descendants(self.roots, self.exclude)
         return Sample(sum(cpu_seconds(p) for p in pids), sum(rss_kib(p) for p in pids))

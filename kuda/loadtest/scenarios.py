@@ -54,7 +54,8 @@ class Run:
         self.pool = pool
         self.http = http
         self.servers = Group("servers", cluster.pids)
-        self.tool = Group("tool", [os.getpid(), *pool.pids])
+        # Spawned servers are the tool's children: counted as servers, not as the tool.
+        self.tool = Group("tool", [os.getpid(), *pool.pids], exclude=cluster.pids)
         self.summary = Summary(opts.scenario, {k: v for k, v in vars(opts).items()})
         self.progress = Progress(opts.scenario, self.servers, self.tool, opts.progress)
         self.stats: dict[str, Any] = {}
