@@ -16,7 +16,7 @@ async def main() -> None:
     redis = Redis.from_url(os.environ["REDIS_URL"])
     channel = os.environ["PEER_CHANNEL"]
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=1 << 26)  # a batch of events is one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := await reader.readline():
         cmd = json.loads(line)

@@ -58,7 +58,6 @@ from kuda.loadtest.report import machine
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-PAD = "x" * 80
 SETTLE_S = 2.0
 PUBLISH_REDIS = [sys.executable, str(HERE / "publish_redis.py")]
 
@@ -228,8 +227,8 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-def template(n: int) -> str:
-    return f'{{"n":{n},"t":__T__,"pad":"{PAD}"}}'
+def template(n: int, pad: int) -> str:
+    return f'{{"n":{n},"t":__T__,"pad":"{"x" * pad}"}}'
 
 
 # --------------------------------------------------------------------------- one peer run
@@ -273,7 +272,7 @@ async def run_peer(peer: Peer, args: argparse.Namespace, run: int, logdir: Path)
         procs_async = publisher
         try:
             # Throughput: events back to back.
-            events = [template(n) for n in range(1, args.events + 1)]
+            events = [template(n, args.pad) for n in range(1, args.events + 1)]
             c0, k0, t0 = servers.sample().cpu_s, tool.sample().cpu_s, time.monotonic()
             await publish(publisher, events, 0)
             done = await wait_complete(pool, args.events)
@@ -289,7 +288,7 @@ async def run_peer(peer: Peer, args: argparse.Namespace, run: int, logdir: Path)
             await pool.each("reset_latency")
             count = round(args.rate * args.seconds)
             last = args.events + count
-            events = [template(n) for n in range(args.events + 1, last + 1)]
+            events = [template(n, args.pad) for n in range(args.events + 1, last + 1)]
             t1 = time.monotonic()
             await publish(publisher, events, args.rate)
             result.lat_rate = count / (time.monotonic() - t1)
@@ -567,6 +566,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--publishers", type=int, default=16, help="Kuda: REST publish calls in flight")
     p.add_argument("--connect-concurrency", type=int, default=16, help="sockets opening at once")
     p.add_argument("--systems", default="kuda,broadcaster,socketio,channels,ceiling")
+    p.add_argument(
+        "--pad",
+        type=int,
+        default=80,
+        help="peers: bytes of padding in each published payload (Kuda's is its ride view)",
+    )
     p.add_argument("--write", type=Path, help="replace the peers section of this Markdown file")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
