@@ -38,7 +38,7 @@ def descendants(roots: Iterable[int], exclude: Iterable[int] = ()) -> list[int]:
                 ppid = int(stat.rsplit(")", 1)[1].split()[1])
                 children.setdefault(ppid, []).append(int(entry))
     skip = set(exclude)
-    out, todo = [], [pid for pid in roots if pid not in skip]
+    out, todo = [], list(roots)
     while todo:
         pid = todo.pop()
         if pid in skip:
