@@ -309,7 +309,7 @@ class Gateway:
             raise ChannelError(ErrorCode.BAD_REQUEST, "Too many subscriptions on this socket")
         sub = await self.hub.attach(conn, op.channel, resolved.durable)
         try:
-            floor, acl, recovered, frames = await self._sync(conn, resolved, op.since)
+            floor, acl, recovered, frames = await self._sync(conn, resolved, op.since, sub.state)
             if frames:
                 # Paced: a replay may be larger than the socket's write bound. Live events of
                 # the channel wait in the subscription's buffer meanwhile.
@@ -343,9 +343,14 @@ class Gateway:
         return sub.dropped or conn.closed
 
     async def _sync(
-        self, conn: Connection, resolved: ResolvedChannel, since: int | None
+        self,
+        conn: Connection,
+        resolved: ResolvedChannel,
+        since: int | None,
+        state: events.ChannelState | None = None,
     ) -> tuple[int, int, bool, list[OutFrame]]:
-        """Authorize, then find what the client missed.
+        """Authorize, then find what the client missed. `state`: the channel's state, when
+        the hub read it after this subscription was buffering (else it is read here).
         Returns (floor, acl, recovered, the frames to replay)."""
         if not resolved.durable:
             await self.registry.authorize(conn.user_id, resolved)
@@ -354,8 +359,9 @@ class Gateway:
         # newer acl_version, which the hub applies to this subscription. The session is closed
         # before the rule runs (the rule opens its own): a subscribe never holds two pooled
         # connections at once, so any number of concurrent subscribes cannot exhaust the pool.
-        async with self._sessionmaker() as session:
-            state = await events.state(session, resolved.name)
+        if state is None:
+            async with self._sessionmaker() as session:
+                state = await events.state(session, resolved.name)
         await self.registry.authorize(conn.user_id, resolved)
         if since is None:
             return state.head, state.acl, True, []

@@ -71,7 +71,7 @@ class Subscriber(Protocol):
 
 
 class Subscription:
-    __slots__ = ("acl", "buffer", "channel", "dropped", "floor", "subscriber")
+    __slots__ = ("acl", "buffer", "channel", "dropped", "floor", "state", "subscriber")
 
     def __init__(self, subscriber: Subscriber, channel: str) -> None:
         self.subscriber = subscriber
@@ -80,6 +80,10 @@ class Subscription:
         self.floor = 0  # last seq this subscription has had
         self.buffer: list[tuple[int, OutFrame]] = []  # live events while syncing
         self.dropped = False
+        # The channel's state as read by the hub after this subscription was already
+        # buffering (the read that opened the channel): its subscriber may sync against it
+        # instead of reading it again. None: read it yourself.
+        self.state: events.ChannelState | None = None
 
 
 class _Channel:
@@ -183,8 +187,14 @@ class Hub:
         await self.broker.subscribe(ch.name)
         if not ch.durable or ch.last_seq is not None:
             return
+        # Subscriptions buffering before this read began (the broker subscription is active)
+        # miss nothing that commits after it: they may sync against it (`Subscription.state`),
+        # which saves the first subscriber of a channel a second read of the same row.
+        waiting = list(ch.syncing)
         async with self._sessionmaker() as session:
             state = await events.state(session, ch.name)
+        for sub in waiting:
+            sub.state = state
         if ch.last_seq is None:
             ch.last_seq = state.head
             ch.acl = ch.want_acl = max(ch.acl, state.acl)

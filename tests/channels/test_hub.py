@@ -8,7 +8,7 @@ import time
 import orjson
 from fastapi import FastAPI
 
-from channels import envelope
+from channels import append, envelope
 from channels.brokers import MemoryBroker
 from channels.hub import Hub, OutFrame
 from channels.metrics import Metrics
@@ -48,6 +48,32 @@ async def test_a_slower_first_subscriber_still_gets_what_committed_during_its_sy
     await broker.publish([("user:1", _event(3))])
     assert a.seqs == [1, 2, 3]
     assert b.seqs == [3]
+    await hub.close()
+
+
+async def test_the_subscribers_that_open_a_channel_sync_against_the_hubs_own_head_read(
+    app: FastAPI,
+) -> None:
+    """The hub reads a new channel's head after subscribing upstream; the subscriptions that
+    were already buffering then (the ones that opened it) reuse that read instead of reading
+    the same row again (a resume storm opens thousands of channels at once). One that attaches
+    later has to read the head itself: events before its attach were not buffered for it."""
+    channel = "user:41"
+    async with app.state.sessionmaker() as session:
+        for i in range(3):
+            await append(session, channel, "note", {"n": i})
+        await session.commit()
+    broker = MemoryBroker()
+    hub = Hub(broker, app.state.sessionmaker, Metrics())
+    await broker.start(hub.on_message, hub.resync)
+    first, second = await asyncio.gather(
+        hub.attach(Recorder(41), channel, durable=True),
+        hub.attach(Recorder(41), channel, durable=True),
+    )
+    assert first.state is not None and first.state.head == 3
+    assert second.state is not None and second.state.head == 3
+    late = await hub.attach(Recorder(41), channel, durable=True)
+    assert late.state is None
     await hub.close()
 
 
