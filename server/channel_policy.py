@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels import Access, ChannelError, ChannelRegistry, ErrorCode, ResolvedChannel
@@ -34,6 +34,11 @@ def socket_error(exc: AppError) -> ChannelError:
     return ChannelError(_CODES.get(exc.code, ErrorCode.BAD_REQUEST), exc.message)
 
 
+# A ride's channel is readable by anyone while the ride exists: one indexed lookup, no ORM
+# object (a resume storm runs this rule once per reconnecting client).
+_RIDE_EXISTS = select(Ride.id).where(Ride.id == bindparam("id"))
+
+
 def register(
     registry: ChannelRegistry,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -42,8 +47,8 @@ def register(
 ) -> None:
     async def ride_rule(user_id: int, params: Params) -> Access:
         async with read_sessionmaker() as session:
-            ride = await session.get(Ride, int(params["id"]))
-        return Access.ALLOW if ride is not None else Access.NOT_FOUND
+            found = (await session.execute(_RIDE_EXISTS, {"id": int(params["id"])})).first()
+        return Access.ALLOW if found is not None else Access.NOT_FOUND
 
     async def chat_rule(user_id: int, params: Params) -> Access:
         async with read_sessionmaker() as session:
