@@ -233,6 +233,9 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         ws_ping_timeout=settings.heartbeat_s,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
+        # uvicorn's 2,048 overflows when thousands of clients reconnect at once (a restart):
+        # dropped SYNs come back only after the kernel's 1 s, 3 s, 7 s... retransmits.
+        backlog=settings.listen_backlog,
     )
 
 

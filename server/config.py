@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     ws_raw_writer: bool = Field(
         default=True, description="fan-out fast path; false = stock uvicorn send (comparison)"
     )
+    listen_backlog: int = Field(
+        default=8192,
+        ge=64,
+        description="connections the kernel queues before accept (capped by net.core.somaxconn)",
+    )
     ws_ops_per_s: float = Field(default=20.0, gt=0)
     ws_ops_burst: int = Field(default=40, ge=1)
     event_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
