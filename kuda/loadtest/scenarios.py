@@ -97,7 +97,7 @@ class Run:
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
     async def poll(self) -> dict[str, Any]:
-        snaps = await self.pool.each("stats", timeout=30)
+        snaps = await self.pool.each("stats", timeout=120)
         out: dict[str, Any] = {}
         for snap in snaps:
             for key, value in snap.items():
@@ -187,8 +187,12 @@ class Run:
         """Until every stream holds every expected event; None if deliveries stalled for
         `quiet_s` first."""
         last_events, last_change = -1, time.monotonic()
+        first = True
         while True:
-            parts = await self.pool.each("progress", timeout=60, expect=expect)
+            # The map goes once; later polls ask about the one the client processes kept.
+            kw = {"expect": expect} if first else {}
+            first = False
+            parts = await self.pool.each("progress", timeout=60, **kw)
             now = time.monotonic()
             if sum(p["complete"] for p in parts) >= sum(p["streams"] for p in parts):
                 return now

@@ -253,6 +253,8 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.hold_reconnects = False  # resume: park dropped sessions until `release`
         self.parked: list[Session] = []
+        self._expect: dict[str, int] = {}  # progress: the last seq expected per channel
+        self._complete: set[int] = set()  # progress: streams (ids) known to be complete
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -319,12 +321,16 @@ class Worker:
                 delay = min(delay * 2, 5.0) * random.uniform(0.8, 1.2)
 
     def release(self) -> int:
-        """Every parked session reconnects now; its resume time counts from here."""
+        """Every parked session reconnects now; its resume time counts from here. The stopped
+        instance is back by then, so the sessions spread over every URL at random, as behind a
+        load balancer (otherwise every client of the stopped instance would move to the next
+        one and the restarted instance would sit idle)."""
         self.hold_reconnects = False
         parked, self.parked = self.parked, []
         now = time.monotonic()
         for session in parked:
             session.disconnected_at = now
+            session.index = random.randrange(len(session.urls))
             self.spawn(self.reconnect(session))
         return len(parked)
 
@@ -367,8 +373,14 @@ class Worker:
 
         await asyncio.gather(*(loop() for _ in range(concurrency)))
 
-    def progress(self, expect: dict[str, int]) -> dict[str, int]:
-        """How many streams hold every event up to the expected last seq of their channel."""
+    def progress(self, expect: dict[str, int] | None) -> dict[str, int]:
+        """How many streams hold every event up to the expected last seq of their channel.
+        `expect` is sent once per wait and kept (None: the last one): the coordinator polls
+        this ten times a second, and a map of thousands of channels is not free to send and
+        parse each time. A stream once complete stays so, and is not checked again."""
+        if expect is not None:
+            self._expect, self._complete = expect, set()
+        expect, known = self._expect, self._complete
         done = total = 0
         for session in self.sessions:
             for channel, stream in session.streams.items():
@@ -376,7 +388,11 @@ class Worker:
                 if last is None:
                     continue
                 total += 1
-                done += stream.complete(last)
+                if id(stream) in known:
+                    done += 1
+                elif stream.complete(last):
+                    known.add(id(stream))
+                    done += 1
         return {"complete": done, "streams": total}
 
     def report(self, expect: dict[str, int]) -> dict[str, Any]:
@@ -415,7 +431,7 @@ class Worker:
         if cmd == "stats":
             return self.stats.snapshot()
         if cmd == "progress":
-            return self.progress(req["expect"])
+            return self.progress(req.get("expect"))
         if cmd == "report":
             return self.report(req["expect"])
         if cmd == "ping":
