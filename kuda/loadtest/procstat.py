@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +72,26 @@ def listener_pid(port: int) -> int | None:
     return None
 
 
+def named(names: Collection[str]) -> list[int]:
+    """Every process on this host whose command name (`/proc/<pid>/comm`) is in `names`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/comm").read_text().strip() in names:
+                    out.append(int(entry))
+    return out
+
+
+def cpu_seconds_with_children(pid: int) -> float:
+    """utime + stime + the reaped children's cutime + cstime: for a parent that forks
+    short-lived workers (PostgreSQL's postmaster and its backends), what exited still counts."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(v) for v in fields[11:15]) / CLK_TCK
+    return 0.0
+
+
 def machine_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -96,3 +116,18 @@ class Group:
     def sample(self) -> Sample:
         pids = descendants(self.roots, self.exclude)
         return Sample(sum(cpu_seconds(p) for p in pids), sum(rss_kib(p) for p in pids))
+
+
+class Named(Group):
+    """Every process of these command names on this host (`postgres`, `redis-server`): the
+    stores the servers share, whoever started them. Exited processes count through their
+    parent's reaped-children time."""
+
+    def __init__(self, name: str, names: Collection[str]) -> None:
+        super().__init__(name, [])
+        self.names = set(names)
+
+    def sample(self) -> Sample:
+        pids = named(self.names)
+        cpu = sum(cpu_seconds_with_children(p) for p in pids)
+        return Sample(cpu, sum(rss_kib(p) for p in pids))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kuda.loadtest.accounting import Histogram
-from kuda.loadtest.procstat import Group
+from kuda.loadtest.procstat import Group, Named, machine_jiffies
 
 
 @dataclass
@@ -95,6 +95,21 @@ class Cpu:
     def percent(self) -> float:
         wall = max(1e-6, time.monotonic() - self.t0)
         return 100 * self.seconds() / wall
+
+
+class Host:
+    """Between two points: the stores' CPU (every postgres and redis-server process on this
+    host) and how busy the whole machine was, to show what else the servers competed with."""
+
+    def __init__(self) -> None:
+        self.postgres = Cpu(Named("postgres", ["postgres"]))
+        self.redis = Cpu(Named("redis", ["redis-server"]))
+        self.busy0, self.total0 = machine_jiffies()
+
+    def machine_percent(self) -> float:
+        """% of all cores."""
+        busy, total = machine_jiffies()
+        return 100 * (busy - self.busy0) / max(1, total - self.total0)
 
 
 class Progress:

@@ -21,7 +21,7 @@ from kuda.loadtest.cluster import Cluster
 from kuda.loadtest.frames import marked
 from kuda.loadtest.pool import Pool
 from kuda.loadtest.procstat import Group
-from kuda.loadtest.report import Cpu, Progress, Summary
+from kuda.loadtest.report import Cpu, Host, Progress, Summary
 
 SETTLE_S = 2.0
 T = TypeVar("T")
@@ -60,6 +60,7 @@ class Run:
         self.progress = Progress(opts.scenario, self.servers, self.tool, opts.progress)
         self.stats: dict[str, Any] = {}
         self.provisioned = 0
+        self.host = Host()
 
     # Helpers -------------------------------------------------------------------------------
 
@@ -216,6 +217,33 @@ class Run:
             add("client_errors", "client-side errors", s["errors"])
         self.summary.latency("latency", "commit-to-socket", hists["latency"])
 
+    def meters(self) -> tuple[Cpu, Cpu]:
+        """Start measuring the servers' and the tool's CPU (and the host's: `host_rows`)."""
+        self.host = Host()
+        return Cpu(self.servers), Cpu(self.tool)
+
+    def host_rows(self, prefix: str = "", label: str = "") -> None:
+        """PostgreSQL's and Redis's CPU and the machine's busy share since `meters()`."""
+        add, host = self.summary.add, self.host
+        add(
+            f"{prefix}postgres_cpu_pct",
+            f"{label}PostgreSQL's CPU, every postgres process here (% of one core)",
+            host.postgres.percent(),
+            "{:.0f}",
+        )
+        add(
+            f"{prefix}redis_cpu_pct",
+            f"{label}Redis's CPU, every redis-server here (% of one core)",
+            host.redis.percent(),
+            "{:.0f}",
+        )
+        add(
+            f"{prefix}machine_busy_pct",
+            f"{label}machine busy (% of all {os.cpu_count()} cores)",
+            host.machine_percent(),
+            "{:.0f}",
+        )
+
     def cpu_rows(self, servers: Cpu, tool: Cpu, per: float, unit: str) -> None:
         add = self.summary.add
         add("server_cpu_pct", "servers' CPU (% of one core)", servers.percent(), "{:.0f}")
@@ -225,6 +253,7 @@ class Run:
             tool.percent(),
             "{:.0f}",
         )
+        self.host_rows()
         if per > 0:
             add(
                 f"server_cpu_per_{unit}_us",
@@ -319,7 +348,7 @@ async def idle(run: Run) -> None:
         (after.rss_kib - before.rss_kib) / max(1, ready),
         "{:.1f}",
     )
-    servers, tool = Cpu(run.servers), Cpu(run.tool)
+    servers, tool = run.meters()
     run.progress.set(
         f"holding {ready:,} sockets for {o.duration:g} s (server heartbeats on)", run.socket_line
     )
@@ -378,7 +407,7 @@ async def hot(run: Run) -> None:
     published = 0
     if o.events > 0:  # throughput: events back to back
         await run.pool.each("reset_latency")
-        servers, tool = Cpu(run.servers), Cpu(run.tool)
+        servers, tool = run.meters()
         run.progress.set(f"{o.events} events back to back ({what})", run.socket_line)
         t0 = time.monotonic()
         pub = asyncio.ensure_future(run.publish(call, 0, 0, o.publishers, count=o.events))
@@ -417,9 +446,10 @@ async def hot(run: Run) -> None:
             tool.percent(),
             "{:.0f}",
         )
+        run.host_rows("throughput_", "back to back: ")
     if o.rate > 0:  # latency at a steady rate
         await run.pool.each("reset_latency")
-        servers, tool = Cpu(run.servers), Cpu(run.tool)
+        servers, tool = run.meters()
         run.progress.set(f"{o.rate:g} events/s for {o.duration:g} s ({what})", run.socket_line)
         t0 = time.monotonic()
         pub = asyncio.ensure_future(
@@ -480,7 +510,7 @@ async def many(run: Run) -> None:
         await api.post_message(run.http, run.base(n), drivers[k % half], rides[k], f"message {n}")
         posted[k] += 1
 
-    servers, tool = Cpu(run.servers), Cpu(run.tool)
+    servers, tool = run.meters()
     run.progress.set(f"posting chat messages over {len(rides):,} chats", run.socket_line)
     t0 = time.monotonic()
     pub = asyncio.ensure_future(run.publish(call, o.rate, o.duration, o.publishers))
@@ -507,7 +537,7 @@ async def churn(run: Run) -> None:
     before = run.servers.sample()
     specs = [run.spec(i, u, [f"user:{u.id}"]) for i, u in enumerate(users)]
     per_proc = max(1, o.concurrency // len(run.pool.workers))
-    servers, tool = Cpu(run.servers), Cpu(run.tool)
+    servers, tool = run.meters()
     run.progress.set(
         f"connect/subscribe/close storm, {per_proc * len(run.pool.workers)} loops",
         lambda: f"cycles {run.stats.get('cycles', 0):,} failed {run.stats.get('failed', 0):,}",
@@ -583,10 +613,11 @@ async def resume(run: Run) -> None:
     await inst.wait_ready()
     run.cluster.pids[0] = inst.pid
     run.servers.roots = list(run.cluster.pids)
+    run.tool.exclude = list(run.cluster.pids)  # the restarted server is not the tool either
     s = await run.poll()
     add = run.summary.add
     add("disconnected", "clients disconnected by the restart", s["dropped"], "{:,}")
-    servers, tool = Cpu(run.servers), Cpu(run.tool)
+    servers, tool = run.meters()
     run.progress.set(
         "every client reconnects with since",
         lambda: f"recovered {run.stats.get('recovered', 0):,}/{o.sockets:,} | " + run.socket_line(),
@@ -634,7 +665,7 @@ async def rest(run: Run) -> None:
         "seconds": o.duration,
         "concurrency": loops,
     }
-    servers, tool = Cpu(run.servers), Cpu(run.tool)
+    servers, tool = run.meters()
     run.progress.set(f"{loops * len(run.pool.workers)} virtual users for {o.duration:g} s")
     t0 = time.monotonic()
     task = asyncio.ensure_future(run.pool.each("rest", timeout=o.duration + 300, **req))
