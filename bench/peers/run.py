@@ -135,6 +135,8 @@ class Result:
     events: int = 0
     deliveries_per_s: float = float("nan")
     server_cpu_us: float = float("nan")
+    publish_rate: float = float("nan")  # events published per second, back to back
+    steady_cpu_us: float = float("nan")  # server CPU per delivery at the steady rate
     rss_per_socket_kib: float = float("nan")
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
@@ -275,6 +277,7 @@ async def run_peer(peer: Peer, args: argparse.Namespace, run: int, logdir: Path)
             events = [template(n, args.pad) for n in range(1, args.events + 1)]
             c0, k0, t0 = servers.sample().cpu_s, tool.sample().cpu_s, time.monotonic()
             await publish(publisher, events, 0)
+            result.publish_rate = args.events / max(1e-6, time.monotonic() - t0)
             done = await wait_complete(pool, args.events)
             if done is None:
                 result.notes.append("throughput: deliveries stalled before every socket had all")
@@ -289,11 +292,14 @@ async def run_peer(peer: Peer, args: argparse.Namespace, run: int, logdir: Path)
             count = round(args.rate * args.seconds)
             last = args.events + count
             events = [template(n, args.pad) for n in range(args.events + 1, last + 1)]
-            t1 = time.monotonic()
+            c1, t1 = servers.sample().cpu_s, time.monotonic()
             await publish(publisher, events, args.rate)
             result.lat_rate = count / (time.monotonic() - t1)
             if await wait_complete(pool, last) is None:
                 result.notes.append("latency: deliveries stalled before every socket had all")
+            else:
+                cpu = servers.sample().cpu_s - c1
+                result.steady_cpu_us = 1e6 * cpu / (args.sockets * count)
             reports = await pool.each("report", timeout=120, last=last)
         finally:
             if procs_async.stdin is not None:
@@ -401,6 +407,8 @@ async def run_kuda(args: argparse.Namespace, run: int, logdir: Path) -> Result:
     result.events = args.events
     result.deliveries_per_s = r.get("deliveries_per_s") or float("nan")
     result.server_cpu_us = r.get("throughput_server_cpu_per_delivery_us", float("nan"))
+    result.publish_rate = r.get("throughput_publish_rate", float("nan"))
+    result.steady_cpu_us = r.get("server_cpu_per_delivery_us", float("nan"))
     result.rss_per_socket_kib = r.get("rss_per_socket_kib", float("nan"))
     lat = r.get("latency") or {}
     if lat.get("count"):
@@ -420,7 +428,9 @@ async def run_kuda(args: argparse.Namespace, run: int, logdir: Path) -> Result:
 
 ROWS = [
     ("deliveries/s, back to back", "deliveries_per_s", "{:,.0f}"),
-    ("server CPU per delivery (µs)", "server_cpu_us", "{:.2f}"),
+    ("events published per second, back to back", "publish_rate", "{:,.0f}"),
+    ("server CPU per delivery, back to back (µs)", "server_cpu_us", "{:.2f}"),
+    ("server CPU per delivery at the steady rate (µs)", "steady_cpu_us", "{:.2f}"),
     ("p50 at the steady rate (ms)", "p50_ms", "{:.1f}"),
     ("p99 at the steady rate (ms)", "p99_ms", "{:.1f}"),
     ("max at the steady rate (ms)", "max_ms", "{:.1f}"),
