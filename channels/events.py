@@ -25,6 +25,9 @@ from channels.types import Event, JSONObject, utcnow
 
 MAX_REPLAY = 1000
 
+# An event's `at` is the moment it was appended (clock_timestamp()), not its transaction's start
+# (now()): appends to one channel are serialized by its counter row, so `at` never goes back
+# along a channel's seqs, and it does not count the work its transaction did before the append.
 _APPEND = text(
     """
     WITH s AS (
@@ -32,8 +35,8 @@ _APPEND = text(
         ON CONFLICT (channel) DO UPDATE SET seq = c.seq + 1
         RETURNING seq, acl_version
     )
-    INSERT INTO events (channel, seq, event, data, acl_version)
-    SELECT :channel, s.seq, :event, :data, s.acl_version FROM s
+    INSERT INTO events (channel, seq, event, data, acl_version, created_at)
+    SELECT :channel, s.seq, :event, :data, s.acl_version, clock_timestamp() FROM s
     RETURNING id, seq, acl_version, created_at
     """
 ).bindparams(bindparam("data", type_=JSONB))
@@ -54,9 +57,9 @@ _APPEND_MANY = text(
         ON CONFLICT (channel) DO UPDATE SET seq = c.seq + EXCLUDED.seq
         RETURNING channel, seq, acl_version
     )
-    INSERT INTO events (channel, seq, event, data, acl_version)
+    INSERT INTO events (channel, seq, event, data, acl_version, created_at)
     SELECT r.channel, s.seq - n.k + row_number() OVER (PARTITION BY r.channel ORDER BY r.ord),
-           r.event, r.data, s.acl_version
+           r.event, r.data, s.acl_version, clock_timestamp()
     FROM req r JOIN n USING (channel) JOIN s USING (channel)
     ORDER BY r.ord
     RETURNING id, channel, seq, acl_version, created_at

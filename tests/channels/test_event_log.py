@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from channels import envelope, events, outbox
@@ -119,6 +120,26 @@ async def test_seqs_start_at_1_and_have_no_gaps(
         True,
     )
     assert await state(maker, "ride:1") == ChannelState(head=5, trimmed=0, acl=0)
+
+
+async def test_at_never_goes_back_along_a_channels_seqs(
+    maker: Maker, sink: Sink, db_conn: asyncpg.Connection
+) -> None:
+    """A transaction that began first but appended last gets the later seq, and its event's
+    `at` must not be earlier than the one before it (`at` is the append's moment, not the
+    transaction's start): a client sorting by seq sees time move forward."""
+    async with bound(maker, sink) as early, bound(maker, sink) as late:
+        await early.execute(text("SELECT 1"))  # `early`'s transaction starts here
+        await asyncio.sleep(0.05)
+        first = await events.append(late, "ride:7", "ride.updated", {"by": "late"})
+        await late.commit()
+        second = await events.append(early, "ride:7", "ride.updated", {"by": "early"})
+        await early.commit()
+    assert (first.seq, second.seq) == (1, 2)
+    assert second.at >= first.at
+    query = "SELECT created_at FROM events WHERE channel = 'ride:7' ORDER BY seq"
+    rows = await db_conn.fetch(query)
+    assert [r["created_at"] for r in rows] == [first.at, second.at]
 
 
 async def test_channels_have_independent_seqs(maker: Maker, sink: Sink) -> None:
