@@ -11,7 +11,7 @@ from server import channel_names, idempotency, snapshot
 from server.chat import service
 from server.chat.schemas import MessageIn, MessageOut, MessagePage
 from server.chat.service import message_view
-from server.deps import CurrentUser, IdempotencyKey, SessionDep, UserId, creating
+from server.deps import IdempotencyKey, SessionDep, UserId, creating
 from server.pagination import decode_id_cursor
 from server.snapshot import SnapshotSessionDep
 from server.validation import MAX_ID, PathId
@@ -44,15 +44,18 @@ async def post_message(
     ride_id: PathId,
     data: MessageIn,
     request: Request,
-    user: CurrentUser,
+    user_id: UserId,
     session: SessionDep,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
+    # The caller's id is all a message needs (membership is checked against the ride): no
+    # account read per message. A deleted account's sessions are ended (D26), so its token is
+    # refused before this runs.
     return await idempotency.create(
         session,
-        user.id,
+        user_id,
         key,
         request,
         data,
-        lambda: service.post(session, user.id, ride_id, data.body, data.client_id),
+        lambda: service.post(session, user_id, ride_id, data.body, data.client_id),
     )

@@ -73,8 +73,7 @@ async def post(
     if client_id is None:
         message = Message(ride_id=ride.id, author_id=user_id, body=body)
         session.add(message)
-        await session.flush()
-        await session.refresh(message)
+        await session.flush()  # the INSERT's RETURNING brings the id and created_at back
     else:
         stored = await _insert_once(session, ride.id, user_id, body, client_id)
         if stored is None:
