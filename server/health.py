@@ -25,14 +25,17 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """200 when the database answers (503 otherwise, and while draining after SIGTERM); the
-    broker and the read replica (DATABASE_READ_URL) may be `degraded` meanwhile."""
+    """200 when the database answers and the ended-sessions mirror is fresh (503 otherwise, and
+    while draining after SIGTERM); the broker and the read replica (DATABASE_READ_URL) may be
+    `degraded` meanwhile."""
     state = request.app.state
     drain = getattr(state, "drain", None)
     if drain is not None and drain.draining:
         # Stopping: load balancers must route elsewhere (sockets are being closed with 1012).
         return JSONResponse({"status": "draining"}, status_code=503)
     database = await _check_database(state)
+    if database["status"] == "ok":
+        database = await _check_sessions(state)
     broker = await _check_broker(state)
     dependencies = {"database": database, "broker": broker}
     replica = getattr(state, "replica_engine", None)
@@ -52,6 +55,21 @@ async def _check_database(state: Any) -> dict[str, str]:
         await asyncio.wait_for(ping(state.engine), CHECK_TIMEOUT_S)
     except (TimeoutError, SQLAlchemyError, OSError) as exc:
         return {"status": "unavailable", "error": type(exc).__name__}
+    return {"status": "ok"}
+
+
+async def _check_sessions(state: Any) -> dict[str, str]:
+    """Signed-in requests are answered only while the ended-sessions mirror is fresh (D26): an
+    instance whose mirror went stale while PostgreSQL was away is not ready until a poll
+    succeeds. Readiness polls once itself rather than wait for the next periodic one, so the
+    first requests a balancer sends once the database is back are answered."""
+    sessions = state.auth.sessions
+    if sessions.fresh:
+        return {"status": "ok"}
+    try:
+        await asyncio.wait_for(sessions.sync(), CHECK_TIMEOUT_S)
+    except (TimeoutError, SQLAlchemyError, OSError) as exc:
+        return {"status": "unavailable", "error": f"ended sessions: {type(exc).__name__}"}
     return {"status": "ok"}
 
 

@@ -207,3 +207,21 @@ def test_serve_takes_the_hard_open_file_limit_and_says_so(db: str, tmp_path: Pat
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_serve_listens_with_the_configured_backlog(db: str, tmp_path: Path) -> None:
+    """A restart sends thousands of clients to the other instances at once: their connects wait
+    in the listen queue, which `LISTEN_BACKLOG` sizes (uvicorn's own 2,048 overflowed, D41)."""
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    backlog = min(1234, somaxconn)  # the kernel caps it there
+    env = kuda_env(DATABASE_URL=db, JWT_SECRET=JWT_SECRET, LISTEN_BACKLOG=str(backlog))
+    server = Server(env, tmp_path / "backlog.log")
+    try:
+        server.wait_ready()
+        out = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+        ).stdout
+        # For a listening socket, ss shows the backlog as its Send-Q (State, Recv-Q, Send-Q, ...).
+        assert [line.split()[2] for line in out.splitlines()] == [str(backlog)], out
+    finally:
+        assert server.stop() == 0, server.log()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -194,6 +195,22 @@ async def test_the_check_refuses_when_the_state_is_unknown(settings: Settings, a
     now[0] += settings.session_stale_s + 1
     with pytest.raises(SessionStateUnknown):
         sessions.check(dataclasses.replace(claims, session_id=uuid.uuid4()))
+
+
+async def test_readiness_refreshes_a_stale_mirror_so_requests_pass_again(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    """After PostgreSQL was away longer than SESSION_STALE_S, signed-in requests are 503 until
+    a poll succeeds. /readyz, which a balancer asks before it sends traffic back, polls itself:
+    once it says 200, the requests pass (before, they could fail for up to SESSION_SYNC_S)."""
+    account = await signup(client)
+    sessions = app.state.auth.sessions
+    sessions._synced_at = time.monotonic() - 3600  # the last confirmed poll: long ago
+    assert_error(await client.get("/api/v1/users/me", headers=account.headers), 503, "unavailable")
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["dependencies"]["database"] == {"status": "ok"}
+    assert (await client.get("/api/v1/users/me", headers=account.headers)).status_code == 200
 
 
 async def test_the_check_costs_no_database_read(client: httpx.AsyncClient, app: Any) -> None:

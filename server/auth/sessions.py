@@ -100,11 +100,16 @@ class EndedSessions:
         self.check_key(session_key(claims))
 
     def check_key(self, key: str) -> None:
-        synced = self._synced_at
-        if synced is None or self._clock() - synced > self._stale_s:
+        if not self.fresh:
             raise SessionStateUnknown
         if self.is_ended(key):
             raise SessionEnded
+
+    @property
+    def fresh(self) -> bool:
+        """Whether a poll confirmed the mirror within SESSION_STALE_S (checks may pass)."""
+        synced = self._synced_at
+        return synced is not None and self._clock() - synced <= self._stale_s
 
     def is_ended(self, key: str) -> bool:
         until = self._ended.get(key)
