@@ -110,7 +110,9 @@ def options(args: argparse.Namespace) -> Options:
 async def run(args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     assert task is not None
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # stop in order: servers, database, keys
+    # Stop in order (servers, database, keys) on any of these. SIGINT too: left to asyncio's
+    # runner, it would wait for uvloop's next wake-up, which during `idle`'s hold is minutes.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     if bool(args.url) == bool(args.spawn):
         raise SystemExit("kuda loadtest: give either --url (one or more) or --spawn N")

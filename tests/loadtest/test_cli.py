@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kuda.loadtest.procstat import cpu_seconds
 from server import cli
 from tests import services
 from tests.procs import REPO, kuda_env
@@ -105,6 +106,19 @@ def _gone(pids: list[int], within_s: float) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
+def _wait_quiet(pid: int, within_s: float = 60) -> None:
+    """Until the process used no CPU for a whole second (the scenario is holding)."""
+    deadline = time.monotonic() + within_s
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = cpu_seconds(pid)
+        if now == last:
+            return
+        last = now
+    raise AssertionError("kuda loadtest never went quiet")
+
+
 def _start_idle(database_url: str, redis_prefix: str) -> tuple[subprocess.Popen[bytes], list[int]]:
     """`kuda loadtest idle --spawn 2` held for a long while; returns once its servers are up
     and its client processes have started (the scenario is running)."""
@@ -141,6 +155,7 @@ def test_spawned_servers_never_outlive_the_tool(
     serve` processes it spawned stop too instead of holding their ports and connections."""
     tool, servers = _start_idle(database_url, redis_prefix)
     try:
+        _wait_quiet(tool.pid)  # in the hold: nothing wakes the tool's loop for minutes
         tool.send_signal(how)
         tool.wait(120)
         assert _gone(servers, within_s=60) == []
