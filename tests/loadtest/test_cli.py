@@ -119,19 +119,18 @@ def _wait_quiet(pid: int, within_s: float = 60) -> None:
     raise AssertionError("kuda loadtest never went quiet")
 
 
-def _start_idle(database_url: str, redis_prefix: str) -> tuple[subprocess.Popen[bytes], list[int]]:
+def _start_idle(
+    database_url: str, redis_prefix: str, log: Path
+) -> tuple[subprocess.Popen[bytes], list[int]]:
     """`kuda loadtest idle --spawn 2` held for a long while; returns once its servers are up
-    and its client processes have started (the scenario is running)."""
+    and its client processes have started (the scenario is running). Its output goes to `log`."""
     env = kuda_env(DATABASE_URL=database_url, REDIS_URL=services.REDIS_URL)
     args = ["idle", "--spawn", "2", "--no-progress", "--procs", "1", "--users", "2"]
     args += ["--sockets", "4", "--duration", "300", "--server-env", f"REDIS_PREFIX={redis_prefix}"]
-    tool = subprocess.Popen(
-        [*KUDA_LOADTEST, *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("wb") as out:
+        tool = subprocess.Popen(
+            [*KUDA_LOADTEST, *args], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         children = _children(tool.pid)
@@ -149,19 +148,25 @@ def _start_idle(database_url: str, redis_prefix: str) -> tuple[subprocess.Popen[
     "how", [signal.SIGKILL, signal.SIGINT, signal.SIGHUP], ids=["SIGKILL", "SIGINT", "SIGHUP"]
 )
 def test_spawned_servers_never_outlive_the_tool(
-    database_url: str, redis_prefix: str, redis: object, how: signal.Signals
+    database_url: str, redis_prefix: str, redis: object, how: signal.Signals, tmp_path: Path
 ) -> None:
     """However the tool ends (killed outright, interrupted, its terminal gone), the `kuda
     serve` processes it spawned stop too instead of holding their ports and connections."""
-    tool, servers = _start_idle(database_url, redis_prefix)
+    log = tmp_path / "loadtest.log"
+    tool, servers = _start_idle(database_url, redis_prefix, log)
     try:
-        _wait_quiet(tool.pid)  # in the hold: nothing wakes the tool's loop for minutes
+        _wait_quiet(tool.pid)  # in the hold, where a user's Ctrl-C usually lands
         tool.send_signal(how)
-        tool.wait(120)
+        try:
+            tool.wait(120)
+        except subprocess.TimeoutExpired as exc:
+            message = f"still running 120 s after {how.name}:\n{log.read_text()}"
+            raise AssertionError(message) from exc
         assert _gone(servers, within_s=60) == []
     finally:
         if tool.poll() is None:
             tool.kill()
+            tool.wait()
         for pid in servers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
