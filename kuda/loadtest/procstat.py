@@ -11,11 +11,14 @@ from pathlib import Path
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (0 when it is gone)."""
+def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
+    """utime + stime of one process (0 when it is gone). With `reaped_children`, also the
+    cutime + cstime of the children it has reaped: for a parent that forks short-lived workers
+    (PostgreSQL's postmaster and its backends), what exited still counts."""
+    last = 15 if reaped_children else 13  # after the command: utime, stime, cutime, cstime
     with contextlib.suppress(OSError, IndexError, ValueError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return sum(int(v) for v in fields[11:last]) / CLK_TCK
     return 0.0
 
 
@@ -83,15 +86,6 @@ def named(names: Collection[str]) -> list[int]:
     return out
 
 
-def cpu_seconds_with_children(pid: int) -> float:
-    """utime + stime + the reaped children's cutime + cstime: for a parent that forks
-    short-lived workers (PostgreSQL's postmaster and its backends), what exited still counts."""
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(v) for v in fields[11:15]) / CLK_TCK
-    return 0.0
-
-
 def machine_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -129,5 +123,5 @@ class Named(Group):
 
     def sample(self) -> Sample:
         pids = named(self.names)
-        cpu = sum(cpu_seconds_with_children(p) for p in pids)
+        cpu = sum(cpu_seconds(p, reaped_children=True) for p in pids)
         return Sample(cpu, sum(rss_kib(p) for p in pids))

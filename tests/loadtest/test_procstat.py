@@ -10,7 +10,6 @@ from pathlib import Path
 from kuda.loadtest.procstat import (
     Named,
     cpu_seconds,
-    cpu_seconds_with_children,
     descendants,
     named,
 )
@@ -57,7 +56,7 @@ def test_a_named_group_keeps_the_cpu_of_children_that_exited(tmp_path: Path) -> 
     try:
         assert parent.stdout is not None and parent.stdout.readline() == "reaped\n"
         assert named(["kuda-standin"]) == [parent.pid]
-        reaped = cpu_seconds_with_children(parent.pid)
+        reaped = cpu_seconds(parent.pid, reaped_children=True)
         assert reaped > 0.2  # the exited child's time, on top of the parent's own
         assert reaped > cpu_seconds(parent.pid) + 0.2
         assert Named("stand-in", ["kuda-standin"]).sample().cpu_s == reaped
